@@ -17,6 +17,28 @@ size_t dtype_size(DType dtype);             // bytes per element
 const char* dtype_name(DType dtype);        // "BF16", ...
 DType parse_dtype(const std::string& name); // throws dsft::Error on an unknown name
 
+// Scalar conversions for the narrow float formats (bit-exact, no libtorch).
+float fp8_e4m3_to_float(uint8_t code);   // e4m3fn: bias 7, no infinities, 0x7F/0xFF are NaN
+uint8_t float_to_fp8_e4m3(float x);      // round to nearest even, saturating to +-448; NaN -> 0x7F
+float fp8_e5m2_to_float(uint8_t code);   // IEEE-like: bias 15, with infinities
+float bf16_to_float(uint16_t bits);
+uint16_t float_to_bf16(float x);         // round to nearest even; NaN stays a (quiet) NaN
+float fp16_to_float(uint16_t bits);
+
+// Block size of DeepSeek-V3's FP8 weight scales: one scale per 128 x 128 block of a matrix.
+constexpr int64_t kFp8BlockSize = 128;
+
+// Quantises a row-major [rows, cols] matrix to e4m3fn with one scale per 128 x 128 block, the
+// layout DeepSeek-V3 publishes: w ~= fp8_e4m3_to_float(q[i][j]) * scale_inv[i/128][j/128].
+// `q` gets rows*cols bytes; `scale_inv` gets ceil(rows/128) * ceil(cols/128) floats.
+void quantize_fp8_e4m3_blockwise(const float* w, int64_t rows, int64_t cols,
+                                 std::vector<uint8_t>& q, std::vector<float>& scale_inv);
+
+// The inverse, into BF16 bits (what Checkpoint exposes): bf16(fp8(q) * scale_inv[block]).
+// `scale_inv` holds ceil(rows/128) * ceil(cols/128) floats, row-major.
+void dequantize_fp8_e4m3_blockwise(const uint8_t* q, const float* scale_inv, int64_t rows,
+                                   int64_t cols, uint16_t* out_bf16);
+
 // A tensor inside a mapped file (or, for dequantised FP8 weights, inside an owned buffer).
 struct TensorView {
   std::string name;
@@ -60,6 +82,11 @@ class SafetensorsFile {
 class Checkpoint {
  public:
   static Checkpoint open(const std::string& path);
+  Checkpoint() = default;
+  Checkpoint(const Checkpoint& other);  // shares the maps and buffers; re-points owned views
+  Checkpoint& operator=(const Checkpoint& other);
+  Checkpoint(Checkpoint&&) = default;
+  Checkpoint& operator=(Checkpoint&&) = default;
 
   std::vector<std::string> names() const;  // sorted
   bool contains(const std::string& name) const;
@@ -73,6 +100,10 @@ class Checkpoint {
   std::map<std::string, const TensorView*> index_;
   std::map<std::string, TensorView> owned_views_;                 // dequantised FP8
   std::vector<std::shared_ptr<std::vector<uint8_t>>> owned_data_;
+
+  void add_file(std::shared_ptr<SafetensorsFile> file, const std::vector<std::string>* names);
+  void dequantize_fp8();
+  void reindex_owned();
 };
 
 // A tensor to write; data must hold exactly numel * dtype_size bytes.
@@ -85,7 +116,8 @@ struct TensorToWrite {
 };
 
 // Writes one safetensors file atomically (temp + fsync + rename), mode 0600. Tensors are laid
-// out in name order. Throws dsft::Error on inconsistent sizes or duplicate names.
+// out as the reference writer lays them out (widest dtype first, then name order), so each is
+// aligned to its element size. Throws dsft::Error on inconsistent sizes or duplicate names.
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
