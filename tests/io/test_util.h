@@ -1,10 +1,19 @@
-// Helpers shared by the io tests: a private temporary directory removed at scope exit.
+// Helpers shared by the io tests: a temporary directory removed at scope exit, plain writes.
 #pragma once
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <stdexcept>
 #include <string>
 
 namespace dsft::io::test {
+
+// Writes bytes without the fsync of the product's atomic writer (fast enough for fuzz loops).
+inline void write_plain(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
 
 class TempDir {
  public:
