@@ -41,4 +41,7 @@ class Tokenizer {
 // tokenizer.model (SentencePiece); tokenizer_config.json supplies special-token names.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
 
+// Loads one Hugging Face tokenizer.json file (no tokenizer_config.json is read).
+std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path);
+
 }  // namespace dsft::text
