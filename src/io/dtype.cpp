@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <thread>
+#include <vector>
 
 #include "dsft/io/safetensors.h"
 #include "dsft/util/error.h"
@@ -181,14 +183,42 @@ void quantize_fp8_e4m3_blockwise(const float* w, int64_t rows, int64_t cols,
 void dequantize_fp8_e4m3_blockwise(const uint8_t* q, const float* scale_inv, int64_t rows,
                                    int64_t cols, uint16_t* out_bf16) {
   const auto& table = e4m3_table();
+  const int64_t br = (rows + kFp8BlockSize - 1) / kFp8BlockSize;
   const int64_t bc = (cols + kFp8BlockSize - 1) / kFp8BlockSize;
-  for (int64_t i = 0; i < rows; ++i) {
-    const float* srow = scale_inv + (i / kFp8BlockSize) * bc;
-    const uint8_t* qrow = q + i * cols;
-    uint16_t* orow = out_bf16 + i * cols;
-    for (int64_t j = 0; j < cols; ++j)
-      orow[j] = float_to_bf16(table[qrow[j]] * srow[j / kFp8BlockSize]);
+  // Within a block every element is bf16(table[code] * scale): a 256-entry table per block
+  // (256 products for up to 16384 elements) turns the rest into one lookup per byte.
+  auto do_block_rows = [&](int64_t bi_begin, int64_t bi_end) {
+    std::array<uint16_t, 256> lut;
+    for (int64_t bi = bi_begin; bi < bi_end; ++bi) {
+      const int64_t r0 = bi * kFp8BlockSize, r1 = std::min(rows, r0 + kFp8BlockSize);
+      for (int64_t bj = 0; bj < bc; ++bj) {
+        const float scale = scale_inv[bi * bc + bj];
+        for (int c = 0; c < 256; ++c) lut[c] = float_to_bf16(table[c] * scale);
+        const int64_t c0 = bj * kFp8BlockSize, c1 = std::min(cols, c0 + kFp8BlockSize);
+        for (int64_t i = r0; i < r1; ++i) {
+          const uint8_t* qrow = q + i * cols;
+          uint16_t* orow = out_bf16 + i * cols;
+          for (int64_t j = c0; j < c1; ++j) orow[j] = lut[qrow[j]];
+        }
+      }
+    }
+  };
+  // Large matrices (DeepSeek-V3 has thousands of them) are split over cores by block rows.
+  const int64_t elements = rows * cols;
+  const int64_t threads = std::min<int64_t>(
+      {static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency())), br,
+       std::max<int64_t>(1, elements / (int64_t{1} << 20))});
+  if (threads <= 1) {
+    do_block_rows(0, br);
+    return;
   }
+  std::vector<std::thread> pool;
+  const int64_t per = (br + threads - 1) / threads;
+  for (int64_t t = 0; t < threads; ++t) {
+    const int64_t b0 = t * per, b1 = std::min(br, b0 + per);
+    if (b0 < b1) pool.emplace_back(do_block_rows, b0, b1);
+  }
+  for (auto& th : pool) th.join();
 }
 
 }  // namespace dsft::io
