@@ -3,14 +3,19 @@
 #include <algorithm>
 #include <climits>
 #include <cstdio>
-#include <queue>
+#include <cstring>
+#include <functional>
 
 #include "text/hf_components.h"
 #include "text/unicode.h"
 
 namespace dsft::text::hf {
 
-BpeModel::BpeModel(json::element m, const std::string& origin) {
+namespace {
+std::atomic<uint64_t> next_serial{1};
+}  // namespace
+
+BpeModel::BpeModel(json::element m, const std::string& origin) : serial_(next_serial.fetch_add(1)) {
   std::string type = json::get_string(m, "type", origin, "model", std::string("BPE"));
   if (type != "BPE")
     throw Error(origin + ": model type \"" + type + "\" is not supported (only BPE is; SentencePiece models load from "
@@ -186,39 +191,51 @@ void BpeModel::merge(std::vector<int32_t>& w) const {
     }
     return;
   }
-  // Long words: linked symbols and a queue of (rank, position), as in the Rust library.
+  // Long words: linked symbols and a min-heap of (rank, position) packed in one integer, as the
+  // Rust library's queue orders them; an entry whose pair has changed since is skipped.
   struct Sym {
-    int32_t id;
-    int32_t prev, next;
-    bool alive;
+    int32_t id, prev, next;
   };
-  std::vector<Sym> sym(n);
-  for (size_t i = 0; i < n; ++i) sym[i] = {w[i], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1, true};
-  struct Item {
-    int32_t rank, pos, id;
-    bool operator<(const Item& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  thread_local std::vector<Sym> sym;
+  thread_local std::vector<uint64_t> heap;
+  sym.resize(n);
+  heap.clear();
+  for (size_t i = 0; i < n; ++i)
+    sym[i] = {w[i], static_cast<int32_t>(i) - 1, i + 1 < n ? static_cast<int32_t>(i + 1) : -1};
+  auto pack = [](int32_t rank, int32_t pos) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(rank)) << 32) | static_cast<uint32_t>(pos);
   };
-  std::priority_queue<Item> q;
+  auto later = std::greater<uint64_t>();
   for (size_t i = 0; i + 1 < n; ++i) {
-    if (const auto* v = merges_.get(w[i], w[i + 1])) q.push({v->rank, static_cast<int32_t>(i), v->id});
+    if (const auto* v = merges_.get(w[i], w[i + 1])) heap.push_back(pack(v->rank, static_cast<int32_t>(i)));
   }
-  while (!q.empty()) {
-    Item top = q.top();
-    q.pop();
-    Sym& left = sym[static_cast<size_t>(top.pos)];
-    if (!left.alive || left.next < 0) continue;
+  std::make_heap(heap.begin(), heap.end(), later);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), later);
+    uint64_t top = heap.back();
+    heap.pop_back();
+    auto rank = static_cast<int32_t>(top >> 32);
+    auto pos = static_cast<int32_t>(top & 0xFFFFFFFFu);
+    Sym& left = sym[static_cast<size_t>(pos)];
+    if (left.id < 0 || left.next < 0) continue;  // merged away, or last symbol
     Sym& right = sym[static_cast<size_t>(left.next)];
     const auto* v = merges_.get(left.id, right.id);
-    if (!v || v->id != top.id) continue;  // stale entry
-    left.id = top.id;
-    right.alive = false;
+    if (!v || v->rank != rank) continue;  // stale: ranks identify pairs
+    left.id = v->id;
+    right.id = -1;
     left.next = right.next;
-    if (right.next >= 0) sym[static_cast<size_t>(right.next)].prev = top.pos;
+    if (left.next >= 0) sym[static_cast<size_t>(left.next)].prev = pos;
     if (left.prev >= 0) {
-      if (const auto* pv = merges_.get(sym[static_cast<size_t>(left.prev)].id, left.id)) q.push({pv->rank, left.prev, pv->id});
+      if (const auto* pv = merges_.get(sym[static_cast<size_t>(left.prev)].id, left.id)) {
+        heap.push_back(pack(pv->rank, left.prev));
+        std::push_heap(heap.begin(), heap.end(), later);
+      }
     }
     if (left.next >= 0) {
-      if (const auto* nv = merges_.get(left.id, sym[static_cast<size_t>(left.next)].id)) q.push({nv->rank, top.pos, nv->id});
+      if (const auto* nv = merges_.get(left.id, sym[static_cast<size_t>(left.next)].id)) {
+        heap.push_back(pack(nv->rank, pos));
+        std::push_heap(heap.begin(), heap.end(), later);
+      }
     }
   }
   w.clear();
@@ -262,13 +279,39 @@ void BpeModel::tokenize(std::string_view piece, bool raw_bytes, std::vector<int3
     int32_t id = vocab_.get(piece);
     if (id >= 0) { out.push_back(id); return; }
   }
+  // Per-thread front cache for short words: no lock, no shared cache line.
+  struct Front {
+    uint64_t hash = 0, owner = 0;
+    uint8_t len = 0, n_ids = 0;
+    char key[kFrontMaxKey];
+    int32_t ids[kFrontMaxIds];
+  };
+  thread_local std::unique_ptr<Front[]> front(new Front[kFrontSize]);
   thread_local std::vector<int32_t> word;
+  uint64_t h = hash_bytes(piece);
+  Front* fe = nullptr;
+  if (piece.size() <= kFrontMaxKey) {
+    fe = &front[h & (kFrontSize - 1)];
+    if (fe->hash == h && fe->owner == serial_ && fe->len == piece.size() &&
+        std::memcmp(fe->key, piece.data(), piece.size()) == 0) {
+      out.insert(out.end(), fe->ids, fe->ids + fe->n_ids);
+      return;
+    }
+  }
+  auto fill_front = [&](const std::vector<int32_t>& ids) {
+    if (!fe || ids.size() > kFrontMaxIds) return;
+    fe->hash = h;
+    fe->owner = serial_;
+    fe->len = static_cast<uint8_t>(piece.size());
+    fe->n_ids = static_cast<uint8_t>(ids.size());
+    std::memcpy(fe->key, piece.data(), piece.size());
+    std::copy(ids.begin(), ids.end(), fe->ids);
+  };
   if (piece.size() >= kCacheMaxKey) {
     tokenize_uncached(piece, raw_bytes, word);
     out.insert(out.end(), word.begin(), word.end());
     return;
   }
-  uint64_t h = hash_bytes(piece);
   CacheShard& shard = cache_[h >> 59];
   size_t mask = shard.slots.size() - 1;
   {
@@ -280,12 +323,14 @@ void BpeModel::tokenize(std::string_view piece, bool raw_bytes, std::vector<int3
       if (shard.hashes[ku] == h && shard.keys[ku] == piece) {
         const auto& v = shard.values[ku];
         out.insert(out.end(), v.begin(), v.end());
+        fill_front(v);
         return;
       }
     }
   }
   tokenize_uncached(piece, raw_bytes, word);
   out.insert(out.end(), word.begin(), word.end());
+  fill_front(word);
   std::lock_guard<std::mutex> lock(shard.mu);
   if (shard.keys.size() >= kCacheShardCapacity) {
     // Full: start over rather than track recency; the hot words come back at once.

@@ -43,6 +43,7 @@ struct Pieces {
 struct ByteLevelTable {
   uint32_t byte_to_cp[256];
   std::string byte_to_utf8[256];
+  int16_t extra_to_byte[68];  // code points 256..323 -> byte
   int cp_to_byte(uint32_t cp) const;  // -1 when cp is not in the table
   static const ByteLevelTable& get();
 };
@@ -124,6 +125,10 @@ class BpeModel {
   static constexpr size_t kCacheShards = 32;
   static constexpr size_t kCacheShardCapacity = 8192;
   static constexpr size_t kCacheMaxKey = 256;  // same bound as the Rust library
+  static constexpr size_t kFrontSize = 4096;
+  static constexpr size_t kFrontMaxKey = 30;
+  static constexpr size_t kFrontMaxIds = 8;
+  uint64_t serial_;  // never reused: tells this model's entries in the per-thread front cache
   mutable std::unique_ptr<CacheShard[]> cache_;
 };
 

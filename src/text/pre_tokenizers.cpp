@@ -211,6 +211,7 @@ const ByteLevelTable& ByteLevelTable::get() {
     uint32_t n = 0;
     for (uint32_t b = 0; b < 256; ++b) {
       bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+      if (!printable) t.extra_to_byte[n] = static_cast<int16_t>(b);
       t.byte_to_cp[b] = printable ? b : 256 + n++;
       unicode::append_utf8(t.byte_to_utf8[b], t.byte_to_cp[b]);
     }
@@ -224,9 +225,7 @@ int ByteLevelTable::cp_to_byte(uint32_t cp) const {
     bool printable = (cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || (cp >= 174);
     return printable ? static_cast<int>(cp) : -1;
   }
-  if (cp < 256 + 68) {
-    for (int b = 0; b < 256; ++b) if (byte_to_cp[b] == cp) return b;
-  }
+  if (cp < 256 + 68) return extra_to_byte[cp - 256];
   return -1;
 }
 

@@ -103,17 +103,16 @@ class PairMap {
   void reserve(size_t n) {
     size_t want = 16;
     while (want < n * 2) want <<= 1;
-    keys_.assign(want, kEmpty);
-    values_.assign(want, Value{});
+    slots_.assign(want, Slot{});
     mask_ = want - 1;
   }
   // Inserts or overwrites (a pair listed twice keeps its last rank, as in the Rust library).
   void set(int32_t a, int32_t b, Value v) {
     uint64_t k = key(a, b);
     for (size_t i = mix(k) & mask_;; i = (i + 1) & mask_) {
-      if (keys_[i] == kEmpty || keys_[i] == k) {
-        keys_[i] = k;
-        values_[i] = v;
+      if (slots_[i].key == kEmpty || slots_[i].key == k) {
+        slots_[i].key = k;
+        slots_[i].value = v;
         return;
       }
     }
@@ -121,22 +120,26 @@ class PairMap {
   const Value* get(int32_t a, int32_t b) const {
     uint64_t k = key(a, b);
     for (size_t i = mix(k) & mask_;; i = (i + 1) & mask_) {
-      if (keys_[i] == k) return &values_[i];
-      if (keys_[i] == kEmpty) return nullptr;
+      if (slots_[i].key == k) return &slots_[i].value;
+      if (slots_[i].key == kEmpty) return nullptr;
     }
   }
 
  private:
   static constexpr uint64_t kEmpty = ~0ULL;
+  // Key and value in one 16-byte slot: a lookup costs one cache line (long words make many).
+  struct Slot {
+    uint64_t key = kEmpty;
+    Value value;
+  };
   static uint64_t key(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
   static uint64_t mix(uint64_t k) {
     k *= 0x9E3779B97F4A7C15ULL;
-    return k ^ (k >> 31);
+    return k ^ (k >> 29);
   }
-  std::vector<uint64_t> keys_;
-  std::vector<Value> values_;
+  std::vector<Slot> slots_;
   size_t mask_ = 0;
 };
 
