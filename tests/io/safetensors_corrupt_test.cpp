@@ -188,6 +188,12 @@ TEST_F(SafetensorsCorrupt, DuplicateKeys) {
                  {"'dtype' twice"});
 }
 
+TEST_F(SafetensorsCorrupt, DeeplyNestedHeader) {
+  // 200000 nested arrays must not exhaust the stack while parsing or freeing.
+  const std::string deep = R"({"w": )" + std::string(200000, '[') + std::string(200000, ']') + "}";
+  expect_refused(file_bytes(deep, 0), {"tensor 'w'", "array"});
+}
+
 TEST_F(SafetensorsCorrupt, NotARegularFileOrMissing) {
   for (const std::string& path : {tmp_.dir(), tmp_.path("missing.safetensors")}) {
     try {
