@@ -2,12 +2,12 @@
 // adapter_model.safetensors; loading checks everything before it changes the model.
 #include "dsft/peft/adapter_io.h"
 
+#include <torch/torch.h>
+
 #include <cmath>
 #include <map>
-#include <set>
-
 #include <nlohmann/json.hpp>
-#include <torch/torch.h>
+#include <set>
 
 #include "dsft/io/safetensors.h"
 #include "dsft/peft/inject.h"
@@ -74,8 +74,7 @@ torch::Tensor view_to_tensor(const io::TensorView& view) {
   torch::Dtype dtype;
   to_torch_dtype(view.dtype, &dtype);  // checked by the caller
   // The mapping is read-only and goes away with the file: copy out at once.
-  return torch::from_blob(const_cast<uint8_t*>(view.data), view.shape,
-                          torch::TensorOptions().dtype(dtype))
+  return torch::from_blob(const_cast<uint8_t*>(view.data), view.shape, torch::TensorOptions().dtype(dtype))
       .clone();
 }
 
@@ -86,8 +85,7 @@ struct Fields {
 
   bool has(const char* key) const { return j.contains(key) && !j.at(key).is_null(); }
   [[noreturn]] void fail(const char* key, const std::string& expected) const {
-    throw dsft::Error(source + ": field " + key + " must be " + expected + " (got " +
-                      j.at(key).dump() + ")");
+    throw dsft::Error(source + ": field " + key + " must be " + expected + " (got " + j.at(key).dump() + ")");
   }
   double number(const char* key, double fallback) const {
     if (!has(key)) return fallback;
@@ -130,8 +128,7 @@ struct Fields {
     const bool unset = (v.is_boolean() && !v.get<bool>()) || (v.is_array() && v.empty()) ||
                        (v.is_object() && v.empty()) || (v.is_string() && v.get<std::string>().empty());
     if (!unset) {
-      throw dsft::Error(source + ": " + key + " = " + v.dump() + " (" + what +
-                        ") is not supported by dsft");
+      throw dsft::Error(source + ": " + key + " = " + v.dump() + " (" + what + ") is not supported by dsft");
     }
   }
 };
@@ -159,8 +156,7 @@ json adapter_config_to_json(const LoraConfig& config, const std::string& base_mo
   }
   j["bias"] = config.bias;
   j["use_rslora"] = config.use_rslora;
-  j["modules_to_save"] =
-      config.modules_to_save.empty() ? json(nullptr) : json(config.modules_to_save);
+  j["modules_to_save"] = config.modules_to_save.empty() ? json(nullptr) : json(config.modules_to_save);
   j["rank_pattern"] = json::object();
   for (const auto& [k, v] : config.rank_pattern) j["rank_pattern"][k] = v;
   j["alpha_pattern"] = json::object();
@@ -248,10 +244,9 @@ void save_adapter(torch::nn::Module& root, const LoraConfig& config, const std::
                         "with the config the adapters were made with");
     }
     const LoraOptions& o = lin.lora_options();
-    if (o.r() != cfg.rank_for(path) || o.alpha() != cfg.alpha_for(path) ||
-        o.use_rslora() != cfg.use_rslora) {
-      throw dsft::Error("layer " + path + " has an adapter with r " + std::to_string(o.r()) +
-                        " and alpha " + std::to_string(o.alpha()) + " but the config gives r " +
+    if (o.r() != cfg.rank_for(path) || o.alpha() != cfg.alpha_for(path) || o.use_rslora() != cfg.use_rslora) {
+      throw dsft::Error("layer " + path + " has an adapter with r " + std::to_string(o.r()) + " and alpha " +
+                        std::to_string(o.alpha()) + " but the config gives r " +
                         std::to_string(cfg.rank_for(path)) + " and alpha " +
                         std::to_string(cfg.alpha_for(path)));
     }
@@ -300,7 +295,8 @@ AdapterInfo load_adapter(torch::nn::Module& root, const std::string& dir) {
   const std::string wpath = dir + "/adapter_model.safetensors";
   if (!util::path_exists(wpath)) {
     if (util::path_exists(dir + "/adapter_model.bin")) {
-      throw dsft::Error(dir + " holds adapter_model.bin (pickle), which dsft does not read; save "
+      throw dsft::Error(dir +
+                        " holds adapter_model.bin (pickle), which dsft does not read; save "
                         "it again with PEFT's save_pretrained(safe_serialization=True)");
     }
     throw dsft::Error("no adapter_model.safetensors in " + dir);
@@ -362,18 +358,17 @@ AdapterInfo load_adapter(torch::nn::Module& root, const std::string& dir) {
                         hint);
     }
     if (!pair.a || !pair.b) {
-      throw dsft::Error(wpath + ": " + path + " has lora_" + (pair.a ? "A" : "B") +
-                        " but no lora_" + (pair.a ? "B" : "A"));
+      throw dsft::Error(wpath + ": " + path + " has lora_" + (pair.a ? "A" : "B") + " but no lora_" +
+                        (pair.a ? "B" : "A"));
     }
     const LinearImpl& lin = *it->second;
     const int64_t in = lin.options().in_features(), out = lin.options().out_features();
     const int64_t r = pair.a->shape.empty() ? 0 : pair.a->shape[0];
     if (pair.a->shape != std::vector<int64_t>{r, in} || pair.b->shape != std::vector<int64_t>{out, r}) {
-      throw dsft::Error(wpath + ": " + path + " has lora_A " + shape_str(pair.a->shape) +
-                        " and lora_B " + shape_str(pair.b->shape) + " but the layer is " +
-                        std::to_string(in) + " -> " + std::to_string(out) +
-                        " (expected [r, " + std::to_string(in) + "] and [" + std::to_string(out) +
-                        ", r]): the adapter belongs to another base model" + hint);
+      throw dsft::Error(wpath + ": " + path + " has lora_A " + shape_str(pair.a->shape) + " and lora_B " +
+                        shape_str(pair.b->shape) + " but the layer is " + std::to_string(in) + " -> " +
+                        std::to_string(out) + " (expected [r, " + std::to_string(in) + "] and [" +
+                        std::to_string(out) + ", r]): the adapter belongs to another base model" + hint);
     }
     if (r != cfg.rank_for(path)) {
       throw dsft::Error(wpath + ": " + path + " has rank " + std::to_string(r) +
@@ -388,7 +383,8 @@ AdapterInfo load_adapter(torch::nn::Module& root, const std::string& dir) {
     if (!path.empty() && cfg.targets(path) && lora.count(path) == 0) {
       throw dsft::Error(wpath + " has no weights for " + path +
                         ", which adapter_config.json's target_modules select: the file is "
-                        "incomplete or the adapter belongs to another base model" + hint);
+                        "incomplete or the adapter belongs to another base model" +
+                        hint);
     }
   }
 

@@ -1,10 +1,10 @@
 // Walking a module tree for dsft::peft::Linear layers; adapter injection, freezing, quantisation.
 #include "dsft/peft/inject.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <set>
-
-#include <torch/torch.h>
 
 #include "dsft/util/error.h"
 
@@ -72,8 +72,7 @@ InjectionResult inject_lora(torch::nn::Module& root, const LoraConfig& config) {
   }
   if (!wrong_type.empty()) {
     throw dsft::Error("target_modules selects modules that are not dsft::peft::Linear layers: " +
-                      join(wrong_type) +
-                      "; LoRA goes on linear layers only: narrow target_modules");
+                      join(wrong_type) + "; LoRA goes on linear layers only: narrow target_modules");
   }
   std::vector<std::pair<std::string, LinearImpl*>> targets;
   for_each_linear(root, [&](const std::string& path, LinearImpl& lin) {
@@ -85,11 +84,11 @@ InjectionResult inject_lora(torch::nn::Module& root, const LoraConfig& config) {
       const std::string leaf = module_leaf_name(path);
       if (std::find(leaves.begin(), leaves.end(), leaf) == leaves.end()) leaves.push_back(leaf);
     });
-    const std::string wanted = cfg.target_modules_regex.empty() ? join(cfg.target_modules)
-                                                                : cfg.target_modules_regex;
-    throw dsft::Error("target_modules (" + wanted + ") matched no linear layer in the model" +
-                      (leaves.empty() ? std::string(", which has none")
-                                      : "; its linear layers are named " + join(leaves)));
+    const std::string wanted =
+        cfg.target_modules_regex.empty() ? join(cfg.target_modules) : cfg.target_modules_regex;
+    throw dsft::Error(
+        "target_modules (" + wanted + ") matched no linear layer in the model" +
+        (leaves.empty() ? std::string(", which has none") : "; its linear layers are named " + join(leaves)));
   }
   for (const auto& [path, lin] : targets) {
     lin->enable_lora(lora_options_for(cfg, path));
@@ -146,8 +145,7 @@ ParameterCount count_parameters(torch::nn::Module& root) {
   return count;
 }
 
-std::vector<std::string> quantize_linears(torch::nn::Module& root, BaseFormat format,
-                                          const Nf4Options& nf4,
+std::vector<std::string> quantize_linears(torch::nn::Module& root, BaseFormat format, const Nf4Options& nf4,
                                           const std::vector<std::string>& skip) {
   std::vector<std::string> done;
   if (format == BaseFormat::dense) return done;

@@ -14,8 +14,8 @@ std::regex compile(const std::string& pattern, const char* field) {
   try {
     return std::regex(pattern, std::regex::ECMAScript);
   } catch (const std::regex_error& e) {
-    throw dsft::Error(std::string(field) + " holds an invalid regular expression '" + pattern +
-                      "' (" + e.what() + ")");
+    throw dsft::Error(std::string(field) + " holds an invalid regular expression '" + pattern + "' (" +
+                      e.what() + ")");
   }
 }
 
@@ -40,8 +40,7 @@ std::string module_leaf_name(const std::string& path) {
 void LoraConfig::validate() const {
   if (r <= 0) throw dsft::Error("LoRA r must be a positive integer (got " + std::to_string(r) + ")");
   if (!std::isfinite(lora_alpha) || lora_alpha <= 0) {
-    throw dsft::Error("lora_alpha must be a positive number (got " + std::to_string(lora_alpha) +
-                      ")");
+    throw dsft::Error("lora_alpha must be a positive number (got " + std::to_string(lora_alpha) + ")");
   }
   if (!(lora_dropout >= 0.0 && lora_dropout < 1.0)) {
     throw dsft::Error("lora_dropout must be in [0, 1) (got " + std::to_string(lora_dropout) + ")");
@@ -60,22 +59,19 @@ void LoraConfig::validate() const {
   for (const auto& [key, rank] : rank_pattern) {
     compile(key, "rank_pattern");
     if (rank <= 0) {
-      throw dsft::Error("rank_pattern['" + key + "'] must be positive (got " +
-                        std::to_string(rank) + ")");
+      throw dsft::Error("rank_pattern['" + key + "'] must be positive (got " + std::to_string(rank) + ")");
     }
   }
   for (const auto& [key, alpha] : alpha_pattern) {
     compile(key, "alpha_pattern");
     if (!std::isfinite(alpha) || alpha <= 0) {
-      throw dsft::Error("alpha_pattern['" + key + "'] must be positive (got " +
-                        std::to_string(alpha) + ")");
+      throw dsft::Error("alpha_pattern['" + key + "'] must be positive (got " + std::to_string(alpha) + ")");
     }
   }
 }
 
 bool LoraConfig::is_all_linear() const {
-  return target_modules_regex.empty() && target_modules.size() == 1 &&
-         target_modules[0] == "all-linear";
+  return target_modules_regex.empty() && target_modules.size() == 1 && target_modules[0] == "all-linear";
 }
 
 bool LoraConfig::targets(const std::string& module_path) const {

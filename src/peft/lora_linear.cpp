@@ -3,11 +3,11 @@
 // dequantised copy of the weight outlives the call (bitsandbytes' MatMul4Bit does the same).
 #include "dsft/peft/lora_linear.h"
 
+#include <torch/torch.h>
+
 #include <cmath>
 #include <ostream>
 #include <string>
-
-#include <torch/torch.h>
 
 #include "dsft/util/error.h"
 
@@ -149,8 +149,7 @@ LinearImpl::LinearImpl(const LinearOptions& options) : options_(options) {
                       std::to_string(options_.in_features()) + ", out_features " +
                       std::to_string(options_.out_features()) + ")");
   }
-  weight = register_parameter("weight",
-                              torch::empty({options_.out_features(), options_.in_features()}));
+  weight = register_parameter("weight", torch::empty({options_.out_features(), options_.in_features()}));
   if (options_.bias()) bias = register_parameter("bias", torch::empty({options_.out_features()}));
   reset_parameters();
 }
@@ -184,8 +183,8 @@ torch::Tensor LinearImpl::quantized_linear(const torch::Tensor& input) const {
 torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
   if (input.dim() == 0 || input.size(-1) != options_.in_features()) {
     throw dsft::Error("linear layer expects inputs whose last dimension is " +
-                      std::to_string(options_.in_features()) + " (got shape " +
-                      c10::str(input.sizes()) + ")");
+                      std::to_string(options_.in_features()) + " (got shape " + c10::str(input.sizes()) +
+                      ")");
   }
   torch::Tensor y;
   if (is_quantized()) {
@@ -205,8 +204,8 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
 void LinearImpl::quantize(BaseFormat format, const Nf4Options& nf4) {
   if (format == BaseFormat::dense) return;
   if (is_quantized()) {
-    throw dsft::Error(std::string("linear layer is already quantised (") +
-                      base_format_name(format_) + "); quantise a dense layer only once");
+    throw dsft::Error(std::string("linear layer is already quantised (") + base_format_name(format_) +
+                      "); quantise a dense layer only once");
   }
   torch::NoGradGuard no_grad;
   quantized_dtype_ = weight.scalar_type();
@@ -236,8 +235,8 @@ torch::Tensor LinearImpl::base_weight(torch::Dtype dtype) const {
 void LinearImpl::replace_base_weight(const torch::Tensor& w) {
   const std::vector<int64_t> expected = {options_.out_features(), options_.in_features()};
   if (w.sizes().vec() != expected) {
-    throw dsft::Error("base weight must have shape " + c10::str(c10::IntArrayRef(expected)) +
-                      " (got " + c10::str(w.sizes()) + ")");
+    throw dsft::Error("base weight must have shape " + c10::str(c10::IntArrayRef(expected)) + " (got " +
+                      c10::str(w.sizes()) + ")");
   }
   torch::NoGradGuard no_grad;
   if (is_quantized()) {
@@ -291,12 +290,10 @@ void LinearImpl::enable_lora(const LoraOptions& options) {
     throw dsft::Error("LoRA rank r must be positive (got " + std::to_string(options.r()) + ")");
   }
   if (!std::isfinite(options.alpha())) {
-    throw dsft::Error("lora_alpha must be a finite number (got " +
-                      std::to_string(options.alpha()) + ")");
+    throw dsft::Error("lora_alpha must be a finite number (got " + std::to_string(options.alpha()) + ")");
   }
   if (!(options.dropout() >= 0.0 && options.dropout() < 1.0)) {
-    throw dsft::Error("lora_dropout must be in [0, 1) (got " + std::to_string(options.dropout()) +
-                      ")");
+    throw dsft::Error("lora_dropout must be in [0, 1) (got " + std::to_string(options.dropout()) + ")");
   }
   if (!c10::isFloatingType(options.dtype())) {
     throw dsft::Error(std::string("LoRA weights need a floating dtype (got ") +
@@ -349,8 +346,7 @@ void LinearImpl::to(torch::Device device, bool non_blocking) {
 
 void LinearImpl::pretty_print(std::ostream& stream) const {
   stream << "dsft::peft::Linear(in_features=" << options_.in_features()
-         << ", out_features=" << options_.out_features()
-         << ", bias=" << (bias.defined() ? "true" : "false")
+         << ", out_features=" << options_.out_features() << ", bias=" << (bias.defined() ? "true" : "false")
          << ", base=" << base_format_name(format_);
   if (has_lora()) {
     stream << ", lora_r=" << lora_options_.r() << ", lora_alpha=" << lora_options_.alpha()

@@ -35,9 +35,9 @@ const std::array<float, 16> kNf4Code = {
 // The literals of bitsandbytes' dQuantizeNF4 (csrc/kernels.cu), ascending; each is the midpoint of
 // two neighbouring code values, compared with `x > threshold` there.
 const std::array<float, 15> kNf4Thresholds = {
-    -0.8480964004993439f,  -0.6106329262256622f,  -0.4599952697753906f, -0.33967943489551544f,
+    -0.8480964004993439f,  -0.6106329262256622f,  -0.4599952697753906f,   -0.33967943489551544f,
     -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
-    0.1202552504837513f,   0.2035212516784668f,   0.2920137718319893f,  0.3893125355243683f,
+    0.1202552504837513f,   0.2035212516784668f,   0.2920137718319893f,    0.3893125355243683f,
     0.5016634166240692f,   0.6427869200706482f,   0.8614784181118011f,
 };
 
@@ -45,8 +45,7 @@ namespace {
 
 // Small constant tables, built once per device: dequantisation runs per layer per step, and a
 // host-to-device copy there each time would stall the stream.
-at::Tensor cached_table(const std::string& name, const at::Device& device,
-                        at::Tensor (*build)()) {
+at::Tensor cached_table(const std::string& name, const at::Device& device, at::Tensor (*build)()) {
   static std::mutex mutex;
   static std::map<std::string, at::Tensor> cache;
   std::lock_guard<std::mutex> lock(mutex);
@@ -121,7 +120,9 @@ at::Tensor safe_reciprocal(const at::Tensor& absmax) {
 
 }  // namespace
 
-at::Tensor dynamic_map_8bit() { return build_dynamic_map(); }
+at::Tensor dynamic_map_8bit() {
+  return build_dynamic_map();
+}
 
 int64_t Nf4Weight::nbytes() const {
   int64_t bytes = packed.defined() ? packed.numel() : 0;
@@ -137,8 +138,7 @@ at::Tensor Nf4Weight::block_absmax(int64_t begin, int64_t end) const {
   if (!double_quant) return absmax.slice(0, begin, end);
   at::Tensor map = cached_table("dynamic8", qabsmax.device(), build_dynamic_map);
   at::Tensor values = map.index_select(0, qabsmax.slice(0, begin, end).to(at::kInt));
-  at::Tensor outer = at::arange(begin, end, qabsmax.options().dtype(at::kLong))
-                         .div(dq_block_size, "floor");
+  at::Tensor outer = at::arange(begin, end, qabsmax.options().dtype(at::kLong)).div(dq_block_size, "floor");
   return values * absmax2.index_select(0, outer) + absmax_offset;
 }
 
@@ -174,7 +174,7 @@ Nf4Weight nf4_quantize(const at::Tensor& weight, const Nf4Options& options) {
   const int64_t pad = n_blocks * q.block_size - q.numel;
   at::Tensor blocks = (pad ? at::cat({flat, at::zeros({pad}, flat.options())}) : flat)
                           .view({n_blocks, q.block_size});  // [n_blocks, block_size]
-  at::Tensor absmax = blocks.abs().amax({1});                 // [n_blocks]
+  at::Tensor absmax = blocks.abs().amax({1});               // [n_blocks]
   // bitsandbytes multiplies by the reciprocal rather than dividing; so do we, for equal codes.
   at::Tensor normed = blocks * safe_reciprocal(absmax).unsqueeze(1);
   at::Tensor thresholds = cached_table("nf4_thresholds", flat.device(), build_nf4_thresholds);
@@ -198,7 +198,7 @@ Nf4Weight nf4_quantize(const at::Tensor& weight, const Nf4Options& options) {
   const int64_t pad2 = n_outer * q.dq_block_size - n_blocks;
   at::Tensor outer = (pad2 ? at::cat({centred, at::zeros({pad2}, centred.options())}) : centred)
                          .view({n_outer, q.dq_block_size});  // [n_outer, dq_block_size]
-  at::Tensor absmax2 = outer.abs().amax({1});                 // [n_outer]
+  at::Tensor absmax2 = outer.abs().amax({1});                // [n_outer]
   at::Tensor normed2 = outer * safe_reciprocal(absmax2).unsqueeze(1);
   at::Tensor mids = cached_table("dynamic8_mid", flat.device(), build_dynamic_midpoints);
   q.qabsmax = at::bucketize(normed2, mids, /*out_int32=*/true, /*right=*/false)
@@ -210,12 +210,10 @@ Nf4Weight nf4_quantize(const at::Tensor& weight, const Nf4Options& options) {
   return q;
 }
 
-at::Tensor nf4_dequantize_range(const Nf4Weight& q, int64_t begin, int64_t end,
-                                at::ScalarType dtype) {
+at::Tensor nf4_dequantize_range(const Nf4Weight& q, int64_t begin, int64_t end, at::ScalarType dtype) {
   if (begin < 0 || end > q.numel || begin > end) {
-    throw dsft::Error("NF4 dequantisation range [" + std::to_string(begin) + ", " +
-                      std::to_string(end) + ") is outside the tensor of " +
-                      std::to_string(q.numel) + " elements");
+    throw dsft::Error("NF4 dequantisation range [" + std::to_string(begin) + ", " + std::to_string(end) +
+                      ") is outside the tensor of " + std::to_string(q.numel) + " elements");
   }
   at::NoGradGuard no_grad;
   if (begin == end) return at::empty({0}, q.packed.options().dtype(dtype));
@@ -253,8 +251,8 @@ Int8Weight Int8Weight::to(const at::Device& device, bool non_blocking) const {
 Int8Weight int8_quantize(const at::Tensor& weight) {
   check_float(weight, "a weight to int8");
   if (weight.dim() != 2) {
-    throw dsft::Error("int8 quantisation takes a 2-D [out, in] weight (got " +
-                      std::to_string(weight.dim()) + " dimensions)");
+    throw dsft::Error("int8 quantisation takes a 2-D [out, in] weight (got " + std::to_string(weight.dim()) +
+                      " dimensions)");
   }
   at::NoGradGuard no_grad;
   at::Tensor w = weight.detach().to(at::kFloat);
@@ -267,12 +265,10 @@ Int8Weight int8_quantize(const at::Tensor& weight) {
   return q;
 }
 
-at::Tensor int8_dequantize_rows(const Int8Weight& q, int64_t begin, int64_t end,
-                                at::ScalarType dtype) {
+at::Tensor int8_dequantize_rows(const Int8Weight& q, int64_t begin, int64_t end, at::ScalarType dtype) {
   if (begin < 0 || end > q.q.size(0) || begin > end) {
-    throw dsft::Error("int8 dequantisation rows [" + std::to_string(begin) + ", " +
-                      std::to_string(end) + ") are outside the weight of " +
-                      std::to_string(q.q.size(0)) + " rows");
+    throw dsft::Error("int8 dequantisation rows [" + std::to_string(begin) + ", " + std::to_string(end) +
+                      ") are outside the weight of " + std::to_string(q.q.size(0)) + " rows");
   }
   at::NoGradGuard no_grad;
   at::Tensor rows = q.q.slice(0, begin, end).to(at::kFloat);

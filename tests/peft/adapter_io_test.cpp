@@ -1,5 +1,7 @@
 // PEFT adapter directories: key names, config fields, file modes, round trip, and the checks that
 // refuse an adapter made for another base model without touching the model.
+#include "dsft/peft/adapter_io.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <torch/torch.h>
@@ -11,7 +13,6 @@
 #include <string>
 
 #include "dsft/io/safetensors.h"
-#include "dsft/peft/adapter_io.h"
 #include "dsft/peft/inject.h"
 #include "dsft/util/error.h"
 #include "dsft/util/fs.h"
@@ -27,9 +28,8 @@ using testing::TinyLm;
 class AdapterIo : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("dsft_peft_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() / ("dsft_peft_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -62,7 +62,9 @@ bool any_adapter(torch::nn::Module& root) {
   return any;
 }
 
-json read_json(const std::string& path) { return json::parse(util::read_file(path)); }
+json read_json(const std::string& path) {
+  return json::parse(util::read_file(path));
+}
 
 void write_json(const std::string& path, const json& j) {
   std::ofstream(path) << j.dump(2);
@@ -243,9 +245,13 @@ TEST_F(AdapterIo, ConfigAndWeightsMustAgree) {
     EXPECT_NE(std::string(e.what()).find("k_proj"), std::string::npos) << e.what();
   }
 
-  for (const auto& [key, value] : std::vector<std::pair<std::string, json>>{
-           {"peft_type", "PREFIX_TUNING"}, {"use_dora", true}, {"fan_in_fan_out", true},
-           {"layers_to_transform", json({0})}, {"r", "four"}, {"bias", "some"}}) {
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, json>>{{"peft_type", "PREFIX_TUNING"},
+                                                 {"use_dora", true},
+                                                 {"fan_in_fan_out", true},
+                                                 {"layers_to_transform", json({0})},
+                                                 {"r", "four"},
+                                                 {"bias", "some"}}) {
     json bad = good;
     bad[key] = value;
     write_json(cfg_path, bad);

@@ -1,4 +1,6 @@
 // Injection by PEFT's target rules on a nested module tree; freezing; quantising a whole model.
+#include "dsft/peft/inject.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -6,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "dsft/peft/inject.h"
 #include "dsft/util/error.h"
 #include "tiny_model.h"
 
@@ -70,8 +71,8 @@ TEST(Inject, ByLeafNames) {
   TinyLm lm;
   InjectionResult res = inject_lora(*lm, config_for({"q_proj", "v_proj"}));
   const std::vector<std::string> expected = {
-      "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
-      "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"};
+      "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.q_proj",
+      "model.layers.1.self_attn.v_proj"};
   EXPECT_EQ(res.adapted, expected);
   EXPECT_EQ(adapted_paths(*lm), expected);
   std::set<std::string> want;
@@ -93,8 +94,8 @@ TEST(Inject, ByFullPathAndRegex) {
   LoraConfig c = config_for({});
   c.target_modules_regex = R"(model\.layers\.1\..*(q|up)_proj)";
   inject_lora(*b, c);
-  EXPECT_EQ(adapted_paths(*b), (std::vector<std::string>{"model.layers.1.self_attn.q_proj",
-                                                          "model.layers.1.mlp.up_proj"}));
+  EXPECT_EQ(adapted_paths(*b),
+            (std::vector<std::string>{"model.layers.1.self_attn.q_proj", "model.layers.1.mlp.up_proj"}));
 }
 
 TEST(Inject, AllLinearSkipsLmHead) {
@@ -102,9 +103,8 @@ TEST(Inject, AllLinearSkipsLmHead) {
   InjectionResult res = inject_lora(*lm, config_for({"all-linear"}));
   EXPECT_EQ(res.adapted.size(), 14u);
   EXPECT_FALSE(lm->lm_head->has_lora());
-  EXPECT_EQ(res.config.target_modules,
-            (std::vector<std::string>{"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj",
-                                      "up_proj", "v_proj"}));
+  EXPECT_EQ(res.config.target_modules, (std::vector<std::string>{"down_proj", "gate_proj", "k_proj", "o_proj",
+                                                                 "q_proj", "up_proj", "v_proj"}));
 }
 
 TEST(Inject, NothingMatchingIsAnErrorThatNamesTheLayers) {

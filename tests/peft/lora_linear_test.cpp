@@ -1,5 +1,7 @@
 // dsft::peft::Linear: plain numerics equal torch::nn::Linear; LoRA names, initialisation, scale,
 // dropout, disable switch; gradients against central differences; merge for every base format.
+#include "dsft/peft/lora_linear.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -7,7 +9,6 @@
 #include <set>
 #include <string>
 
-#include "dsft/peft/lora_linear.h"
 #include "dsft/util/error.h"
 
 namespace dsft::peft {
@@ -50,8 +51,7 @@ TEST(Linear, LoraNamesShapesAndInitialisation) {
   torch::manual_seed(8);
   Linear lin(40, 24);
   lin->enable_lora(LoraOptions().r(4).alpha(8));
-  EXPECT_EQ(param_names(*lin),
-            (std::set<std::string>{"weight", "bias", "lora_A.weight", "lora_B.weight"}));
+  EXPECT_EQ(param_names(*lin), (std::set<std::string>{"weight", "bias", "lora_A.weight", "lora_B.weight"}));
   EXPECT_EQ(lin->lora_A->weight.sizes(), (std::vector<int64_t>{4, 40}));
   EXPECT_EQ(lin->lora_B->weight.sizes(), (std::vector<int64_t>{24, 4}));
   EXPECT_FALSE(lin->weight.requires_grad());
@@ -176,8 +176,8 @@ TEST(Linear, QuantisedBaseGradientReachesTheInput) {
     // Reference: the same function on the dequantised weight with ordinary autograd.
     torch::Tensor xr = x.detach().clone().requires_grad_(true);
     torch::Tensor a = lin->lora_A->weight.detach(), b = lin->lora_B->weight.detach();
-    torch::Tensor yr = torch::linear(xr, w, lin->bias.detach()) +
-                       torch::linear(torch::linear(xr, a), b) * lin->lora_scale();
+    torch::Tensor yr =
+        torch::linear(xr, w, lin->bias.detach()) + torch::linear(torch::linear(xr, a), b) * lin->lora_scale();
     (yr * probe).sum().backward();
     EXPECT_TRUE(torch::allclose(x.grad(), xr.grad(), 1e-10, 1e-12)) << base_format_name(format);
     EXPECT_TRUE(lin->lora_A->weight.grad().defined());

@@ -1,5 +1,7 @@
 // NF4 and int8 quantisation: code book, packed layout and absmax against a straightforward
 // scalar implementation, round-trip error bounds, double quantisation, storage size.
+#include "dsft/peft/quant.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -8,7 +10,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "dsft/peft/quant.h"
 #include "dsft/util/error.h"
 
 namespace dsft::peft {
@@ -157,7 +158,8 @@ TEST(Nf4, RangeDequantisationAgreesWithTheWhole) {
   torch::Tensor w = torch::randn({1003});
   Nf4Weight q = nf4_quantize(w, {64, /*double_quant=*/true});
   torch::Tensor whole = nf4_dequantize(q);
-  for (auto r : std::vector<std::pair<int64_t, int64_t>>{{0, 1003}, {1, 2}, {63, 130}, {1000, 1003}, {5, 5}}) {
+  for (auto r :
+       std::vector<std::pair<int64_t, int64_t>>{{0, 1003}, {1, 2}, {63, 130}, {1000, 1003}, {5, 5}}) {
     torch::Tensor part = nf4_dequantize_range(q, r.first, r.second);
     EXPECT_TRUE(torch::equal(part, whole.slice(0, r.first, r.second))) << r.first << ".." << r.second;
   }

@@ -29,9 +29,7 @@ struct TinyMlpImpl : torch::nn::Module {
     up_proj = register_module("up_proj", Linear(LinearOptions(d, ffn).bias(true)));
     down_proj = register_module("down_proj", Linear(LinearOptions(ffn, d).bias(false)));
   }
-  torch::Tensor forward(const torch::Tensor& x) {
-    return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
-  }
+  torch::Tensor forward(const torch::Tensor& x) { return down_proj(torch::silu(gate_proj(x)) * up_proj(x)); }
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(TinyMlp);

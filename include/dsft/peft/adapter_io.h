@@ -6,11 +6,11 @@
 // modules_to_save are saved in full as "base_model.model.<module path>.<param>". Module paths are
 // relative to `root`, which must be the module whose parameter names are the HF checkpoint keys.
 #pragma once
-#include <string>
-#include <vector>
+#include <torch/nn/module.h>
 
 #include <nlohmann/json_fwd.hpp>
-#include <torch/nn/module.h>
+#include <string>
+#include <vector>
 
 #include "dsft/peft/lora_config.h"
 
@@ -19,8 +19,7 @@ namespace dsft::peft {
 // The PEFT release whose adapter format these files follow (written as peft_version).
 inline constexpr const char* kPeftFormatVersion = "0.13.2";
 
-nlohmann::json adapter_config_to_json(const LoraConfig& config,
-                                      const std::string& base_model_name_or_path);
+nlohmann::json adapter_config_to_json(const LoraConfig& config, const std::string& base_model_name_or_path);
 // Reads PEFT's adapter_config.json fields; `source` names the file in errors. Throws dsft::Error
 // for another peft_type and for options dsft does not implement (fan_in_fan_out, DoRA,
 // layers_to_transform, ...), rather than loading something that would compute another function.

@@ -6,12 +6,12 @@
 // would change the state dict but not the forward pass. Models therefore build their projections
 // as dsft::peft::Linear from the start.
 #pragma once
+#include <torch/nn/module.h>
+
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <torch/nn/module.h>
 
 #include "dsft/peft/lora_config.h"
 #include "dsft/peft/lora_linear.h"
@@ -20,8 +20,7 @@ namespace dsft::peft {
 
 // Calls fn(path, layer) for every dsft::peft::Linear under root (root itself has path ""), in
 // registration order. Paths are dotted, relative to root: "model.layers.0.self_attn.q_proj".
-void for_each_linear(torch::nn::Module& root,
-                     const std::function<void(const std::string&, LinearImpl&)>& fn);
+void for_each_linear(torch::nn::Module& root, const std::function<void(const std::string&, LinearImpl&)>& fn);
 
 // The adapter options PEFT would give the module at `path` under `config`.
 LoraOptions lora_options_for(const LoraConfig& config, const std::string& path);
@@ -31,7 +30,7 @@ LoraOptions lora_options_for(const LoraConfig& config, const std::string& path);
 LoraConfig resolve_target_modules(torch::nn::Module& root, const LoraConfig& config);
 
 struct InjectionResult {
-  LoraConfig config;                // with all-linear expanded
+  LoraConfig config;                 // with all-linear expanded
   std::vector<std::string> adapted;  // paths of the layers that got an adapter
 };
 

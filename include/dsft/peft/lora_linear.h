@@ -5,13 +5,13 @@
 // Registered names give PEFT's keys under the module's path: "weight", "bias", "lora_A.weight"
 // [r, in] and "lora_B.weight" [out, r].
 #pragma once
-#include <cstdint>
-#include <iosfwd>
-
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <iosfwd>
 
 #include "dsft/peft/quant.h"
 
@@ -95,8 +95,8 @@ class LinearImpl : public torch::nn::Module {
   // Drops the adapter (its parameters leave the module).
   void remove_lora();
 
-  torch::Tensor weight;  // [out, in]; undefined when quantised
-  torch::Tensor bias;    // [out]; undefined without bias
+  torch::Tensor weight;        // [out, in]; undefined when quantised
+  torch::Tensor bias;          // [out]; undefined without bias
   LoraMatrix lora_A{nullptr};  // weight [r, in]
   LoraMatrix lora_B{nullptr};  // weight [out, r]
   torch::nn::Dropout lora_dropout{nullptr};

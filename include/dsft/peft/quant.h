@@ -3,11 +3,11 @@
 // block, double quantisation of the absmax values), so a weight quantised here decodes to the same
 // numbers as one quantised by bitsandbytes on the same input.
 #pragma once
+#include <ATen/ATen.h>
+
 #include <array>
 #include <cstdint>
 #include <vector>
-
-#include <ATen/ATen.h>
 
 namespace dsft::peft {
 
