@@ -71,7 +71,7 @@ bool to_torch_dtype(io::DType dtype, torch::Dtype* out) {
 }
 
 torch::Tensor view_to_tensor(const io::TensorView& view) {
-  torch::Dtype dtype;
+  torch::Dtype dtype = torch::kFloat32;
   to_torch_dtype(view.dtype, &dtype);  // checked by the caller
   // The mapping is read-only and goes away with the file: copy out at once.
   return torch::from_blob(const_cast<uint8_t*>(view.data), view.shape, torch::TensorOptions().dtype(dtype))
@@ -319,7 +319,7 @@ AdapterInfo load_adapter(torch::nn::Module& root, const std::string& dir) {
   std::vector<std::pair<torch::Tensor, const io::TensorView*>> full;
   for (const auto& [name, view] : file->tensors()) {
     auto bad = [&](const std::string& why) { throw dsft::Error(wpath + ": tensor " + name + " " + why); };
-    torch::Dtype dtype;
+    torch::Dtype dtype = torch::kFloat32;
     if (!to_torch_dtype(view.dtype, &dtype)) {
       bad(std::string("has dtype ") + io::dtype_name(view.dtype) + "; expected F32, BF16 or F16");
     }
