@@ -124,7 +124,8 @@ HfTokenizer::HfTokenizer(std::string_view json_text, const std::string& origin) 
     }
   }
   for (size_t i = 0; i < added_.size(); ++i) {
-    const AddedToken& t = added_[i];
+    AddedToken& t = added_[i];
+    t.id_content = t.content;
     if (!t.normalized || !normalizer_) {
       // Without a normalizer the normalized form is the content itself; the Rust library puts
       // such tokens in the second matcher, which then sees the same text.
@@ -133,6 +134,7 @@ HfTokenizer::HfTokenizer(std::string_view json_text, const std::string& origin) 
       std::string n = t.content;
       normalizer_->normalize(n);
       normalized_matcher_.add(n, static_cast<int32_t>(i));
+      t.id_content = n;
     }
   }
   vocab_size_ = max_id + 1;
@@ -251,7 +253,7 @@ std::string HfTokenizer::decode(const std::vector<int32_t>& ids, bool skip_speci
     if (it != added_by_id_.end()) {
       const AddedToken& t = added_[it->second];
       if (skip_special_tokens && t.special) continue;
-      tokens.push_back(t.content);
+      tokens.push_back(t.id_content);
       continue;
     }
     const std::string* tok = model_->id_to_token(id);
@@ -283,7 +285,7 @@ std::optional<int32_t> HfTokenizer::token_to_id(std::string_view token) const {
 
 std::string HfTokenizer::id_to_token(int32_t id) const {
   auto it = added_by_id_.find(id);
-  if (it != added_by_id_.end()) return added_[it->second].content;
+  if (it != added_by_id_.end()) return added_[it->second].id_content;
   const std::string* tok = model_->id_to_token(id);
   if (!tok) throw Error("token id " + std::to_string(id) + " is not in the vocabulary of " + origin_);
   return *tok;

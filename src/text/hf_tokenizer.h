@@ -12,6 +12,9 @@ namespace dsft::text::hf {
 
 struct AddedToken {
   std::string content;
+  // What id_to_token and decode give: the content after the normalizer for a normalized token,
+  // as the Rust library's id -> token map holds it.
+  std::string id_content;
   int32_t id = -1;
   bool special = false, lstrip = false, rstrip = false, single_word = false, normalized = true;
 };

@@ -16,9 +16,8 @@
 #include "dsft/util/error.h"
 #include "text/hf_tokenizer.h"
 
-#if __has_include("dsft/text/sentencepiece.h")
+#ifdef DSFT_HAVE_SENTENCEPIECE  // set by src/text/CMakeLists.txt
 #include "dsft/text/sentencepiece.h"
-#define DSFT_HAVE_SENTENCEPIECE 1
 #endif
 
 namespace dsft::text {
