@@ -2,12 +2,17 @@
 // on the CPU and on a GPU. The NF4 format mirrors bitsandbytes (see quant.h).
 #include "dsft/peft/quant.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <map>
 #include <mutex>
 #include <string>
 
 #include "dsft/util/error.h"
+#include "peft/quant_internal.h"
 
 namespace dsft::peft {
 
@@ -118,7 +123,120 @@ at::Tensor safe_reciprocal(const at::Tensor& absmax) {
   return at::where(absmax > 0, absmax.reciprocal(), at::zeros_like(absmax));
 }
 
+uint8_t nf4_code_of(float x) {
+  uint8_t code = 0;
+  for (float t : kNf4Thresholds) code += x > t;
+  return code;
+}
+
 }  // namespace
+
+namespace detail {
+
+// The CPU path of nf4_quantize, one pass per block (the ATen formulation costs several passes
+// and a binary search per element there). Same arithmetic: x * (1 / absmax) in float32, code =
+// number of thresholds below it; a missing last element of an odd-sized tensor packs as code 7.
+void nf4_quantize_cpu(const at::Tensor& flat, int64_t block_size, at::Tensor* packed_out,
+                      at::Tensor* absmax_out) {
+  const int64_t n = flat.numel();
+  const int64_t n_blocks = (n + block_size - 1) / block_size;
+  at::Tensor packed = at::empty({(n + 1) / 2}, flat.options().dtype(at::kByte));
+  at::Tensor absmax = at::empty({n_blocks}, flat.options());
+  const float* x = flat.data_ptr<float>();
+  uint8_t* p = packed.data_ptr<uint8_t>();
+  float* a = absmax.data_ptr<float>();
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, n_blocks, 64, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t s = b * block_size, e = std::min(n, s + block_size);
+      float amax = 0.0f;
+      bool ok = true;
+      for (int64_t i = s; i < e; ++i) {
+        ok &= std::isfinite(x[i]);
+        amax = std::max(amax, std::fabs(x[i]));
+      }
+      if (!ok) finite = false;
+      a[b] = amax;
+      const float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
+      for (int64_t i = s; i < e; i += 2) {
+        const uint8_t hi = nf4_code_of(x[i] * inv);
+        const uint8_t lo = i + 1 < e ? nf4_code_of(x[i + 1] * inv) : 7;
+        p[i / 2] = static_cast<uint8_t>(hi << 4 | lo);
+      }
+    }
+  });
+  if (!finite) {
+    throw dsft::Error(
+        "cannot quantise a weight to NF4: it holds NaN or infinite values; check the "
+        "checkpoint it came from");
+  }
+  *packed_out = packed;
+  *absmax_out = absmax;
+}
+
+// The CPU path of nf4_dequantize_range for whole blocks [b0, b1) into float32 `out`.
+void nf4_dequantize_blocks_cpu(const Nf4Weight& q, int64_t b0, int64_t b1, const float* scales, float* out) {
+  const uint8_t* p = q.packed.data_ptr<uint8_t>();
+  const int64_t bs = q.block_size;
+  at::parallel_for(b0, b1, 64, [&](int64_t c0, int64_t c1) {
+    for (int64_t b = c0; b < c1; ++b) {
+      const float scale = scales[b - b0];
+      const int64_t s = b * bs, e = std::min(q.numel, s + bs);
+      float* o = out + (s - b0 * bs);
+      for (int64_t i = s; i < e; i += 2) {
+        const uint8_t byte = p[i / 2];
+        o[i - s] = kNf4Code[byte >> 4] * scale;
+        if (i + 1 < e) o[i - s + 1] = kNf4Code[byte & 0x0F] * scale;
+      }
+    }
+  });
+}
+
+void nf4_quantize_generic(const at::Tensor& flat, int64_t block_size, at::Tensor* packed_out,
+                          at::Tensor* absmax_out) {
+  check_finite(flat, "a weight to NF4");
+  const int64_t n = flat.numel();
+  const int64_t n_blocks = (n + block_size - 1) / block_size;
+  const int64_t pad = n_blocks * block_size - n;
+  at::Tensor blocks = (pad ? at::cat({flat, at::zeros({pad}, flat.options())}) : flat)
+                          .view({n_blocks, block_size});  // [n_blocks, block_size]
+  at::Tensor absmax = blocks.abs().amax({1});             // [n_blocks]
+  // bitsandbytes multiplies by the reciprocal rather than dividing; so do we, for equal codes.
+  at::Tensor normed = blocks * safe_reciprocal(absmax).unsqueeze(1);
+  at::Tensor thresholds = cached_table("nf4_thresholds", flat.device(), build_nf4_thresholds);
+  at::Tensor codes = at::bucketize(normed, thresholds, /*out_int32=*/true, /*right=*/false)
+                         .to(at::kByte)
+                         .view({-1, 2});  // [n_blocks * block_size / 2, 2]
+  at::Tensor packed = at::bitwise_or(codes.select(1, 0).bitwise_left_shift(4), codes.select(1, 1));
+  *packed_out = packed.slice(0, 0, (n + 1) / 2).clone();
+  *absmax_out = absmax;
+}
+
+at::Tensor nf4_decode_generic(const Nf4Weight& q, int64_t b0, int64_t b1, const at::Tensor& scales) {
+  const int64_t bs = q.block_size;
+  const int64_t start = b0 * bs;  // even, as the block size is
+  const int64_t span = (b1 - b0) * bs;
+  at::Tensor bytes = q.packed.slice(0, start / 2, std::min<int64_t>(start + span, q.numel + 1) / 2);
+  at::Tensor codes = at::stack({bytes.bitwise_right_shift(4), bytes.bitwise_and(0x0F)}, 1)
+                         .reshape({-1})
+                         .to(at::kInt);  // [2 * bytes]
+  if (codes.numel() < span) {
+    // The tail block of a tensor whose size is not a block multiple: decode as zeros.
+    codes = at::cat({codes, at::full({span - codes.numel()}, 7, codes.options())});
+  }
+  at::Tensor table = cached_table("nf4_code", q.packed.device(), build_nf4_code);
+  at::Tensor values = table.index_select(0, codes).view({b1 - b0, bs});  // [blocks, block_size]
+  return (values * scales.unsqueeze(1)).reshape({-1}).slice(0, 0, std::min(span, q.numel - start));
+}
+
+at::Tensor nf4_decode_cpu(const Nf4Weight& q, int64_t b0, int64_t b1, const at::Tensor& scales) {
+  const int64_t start = b0 * q.block_size;
+  at::Tensor out = at::empty({std::min((b1 - b0) * q.block_size, q.numel - start)}, scales.options());
+  nf4_dequantize_blocks_cpu(q, b0, b1, scales.data_ptr<float>(), out.data_ptr<float>());
+  return out;
+}
+
+}  // namespace detail
 
 at::Tensor dynamic_map_8bit() {
   return build_dynamic_map();
@@ -163,26 +281,19 @@ Nf4Weight nf4_quantize(const at::Tensor& weight, const Nf4Options& options) {
                       std::to_string(options.dq_block_size) + "); QLoRA uses 256");
   }
   at::NoGradGuard no_grad;
-  at::Tensor flat = weight.detach().reshape({-1}).to(at::kFloat);
-  check_finite(flat, "a weight to NF4");
+  at::Tensor flat = weight.detach().reshape({-1}).to(at::kFloat).contiguous();
 
   Nf4Weight q;
   q.shape = weight.sizes().vec();
   q.numel = flat.numel();
   q.block_size = options.block_size;
   const int64_t n_blocks = q.n_blocks();
-  const int64_t pad = n_blocks * q.block_size - q.numel;
-  at::Tensor blocks = (pad ? at::cat({flat, at::zeros({pad}, flat.options())}) : flat)
-                          .view({n_blocks, q.block_size});  // [n_blocks, block_size]
-  at::Tensor absmax = blocks.abs().amax({1});               // [n_blocks]
-  // bitsandbytes multiplies by the reciprocal rather than dividing; so do we, for equal codes.
-  at::Tensor normed = blocks * safe_reciprocal(absmax).unsqueeze(1);
-  at::Tensor thresholds = cached_table("nf4_thresholds", flat.device(), build_nf4_thresholds);
-  at::Tensor codes = at::bucketize(normed, thresholds, /*out_int32=*/true, /*right=*/false)
-                         .to(at::kByte)
-                         .view({-1, 2});  // [n_blocks * block_size / 2, 2]
-  at::Tensor packed = at::bitwise_or(codes.select(1, 0).bitwise_left_shift(4), codes.select(1, 1));
-  q.packed = packed.slice(0, 0, (q.numel + 1) / 2).clone();
+  at::Tensor absmax;  // [n_blocks]
+  if (flat.device().is_cpu()) {
+    detail::nf4_quantize_cpu(flat, q.block_size, &q.packed, &absmax);
+  } else {
+    detail::nf4_quantize_generic(flat, q.block_size, &q.packed, &absmax);
+  }
 
   q.double_quant = options.double_quant;
   q.dq_block_size = options.dq_block_size;
@@ -220,20 +331,11 @@ at::Tensor nf4_dequantize_range(const Nf4Weight& q, int64_t begin, int64_t end, 
   const int64_t bs = q.block_size;
   const int64_t b0 = begin / bs;
   const int64_t b1 = (end + bs - 1) / bs;
-  const int64_t start = b0 * bs;  // even, as the block size is
-  const int64_t span = (b1 - b0) * bs;
-  at::Tensor bytes = q.packed.slice(0, start / 2, std::min<int64_t>(start + span, q.numel + 1) / 2);
-  at::Tensor codes = at::stack({bytes.bitwise_right_shift(4), bytes.bitwise_and(0x0F)}, 1)
-                         .reshape({-1})
-                         .to(at::kInt);  // [2 * bytes]
-  if (codes.numel() < span) {
-    // The tail block of a tensor whose size is not a block multiple: decode as zeros.
-    codes = at::cat({codes, at::full({span - codes.numel()}, 7, codes.options())});
-  }
-  at::Tensor table = cached_table("nf4_code", q.packed.device(), build_nf4_code);
-  at::Tensor values = table.index_select(0, codes).view({b1 - b0, bs});  // [blocks, block_size]
-  at::Tensor scaled = (values * q.block_absmax(b0, b1).unsqueeze(1)).reshape({-1});
-  return scaled.slice(0, begin - start, end - start).to(dtype);
+  const int64_t start = b0 * bs;
+  at::Tensor scales = q.block_absmax(b0, b1).contiguous();  // [blocks]
+  at::Tensor decoded = q.packed.device().is_cpu() ? detail::nf4_decode_cpu(q, b0, b1, scales)
+                                                  : detail::nf4_decode_generic(q, b0, b1, scales);
+  return decoded.slice(0, begin - start, end - start).to(dtype);
 }
 
 at::Tensor nf4_dequantize(const Nf4Weight& q, at::ScalarType dtype) {

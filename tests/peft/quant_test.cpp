@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dsft/util/error.h"
+#include "peft/quant_internal.h"
 
 namespace dsft::peft {
 namespace {
@@ -118,6 +119,33 @@ TEST(Nf4, PackedLayoutAndAbsmaxMatchTheReference) {
       EXPECT_EQ(to_vector(q.absmax), ref.absmax);
     }
   }
+}
+
+// The one-pass CPU loop and the ATen formulation (used on GPUs) give the same bytes.
+TEST(Nf4, CpuLoopAndAtenPathAgree) {
+  torch::manual_seed(6);
+  for (int64_t n : {int64_t{2}, int64_t{1003}, int64_t{64 * 40}}) {
+    torch::Tensor w = torch::randn({n}) * 0.1;
+    w[0] = 0.0;
+    for (int64_t block : {int64_t{64}, int64_t{256}}) {
+      torch::Tensor p1, a1, p2, a2;
+      detail::nf4_quantize_cpu(w, block, &p1, &a1);
+      detail::nf4_quantize_generic(w, block, &p2, &a2);
+      EXPECT_TRUE(torch::equal(p1, p2)) << n << " " << block;
+      EXPECT_TRUE(torch::equal(a1, a2)) << n << " " << block;
+      Nf4Weight q = nf4_quantize(w, {block});
+      const int64_t nb = q.n_blocks();
+      for (auto r : std::vector<std::pair<int64_t, int64_t>>{{0, nb}, {nb - 1, nb}, {0, (nb + 1) / 2}}) {
+        torch::Tensor scales = q.block_absmax(r.first, r.second);
+        EXPECT_TRUE(torch::equal(detail::nf4_decode_cpu(q, r.first, r.second, scales),
+                                 detail::nf4_decode_generic(q, r.first, r.second, scales)))
+            << n << " blocks " << r.first << ".." << r.second;
+      }
+    }
+  }
+  torch::Tensor p, a;
+  EXPECT_THROW(detail::nf4_quantize_generic(torch::tensor({1.0f, INFINITY}), 64, &p, &a), dsft::Error);
+  EXPECT_THROW(detail::nf4_quantize_cpu(torch::tensor({1.0f, NAN, 2.0f}), 64, &p, &a), dsft::Error);
 }
 
 TEST(Nf4, ValuesOnAThresholdTakeTheLowerCode) {
