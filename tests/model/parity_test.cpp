@@ -44,6 +44,23 @@ TEST_P(Parity, LogitsMatchReference) {
   EXPECT_LE(ratio, 1e-4) << GetParam() << ": max|diff| " << diff;
 }
 
+// The bf16 compute path (the training dtype) stays close: the fixture weights are bf16-exact, so
+// only activation rounding differs. Loose bound, but a wrong bf16 path (e.g. a norm or softmax
+// computed in bf16 with overflow, or a dropped cast) lands far outside it.
+TEST_P(Parity, Bf16ComputeStaysClose) {
+  const fs::path dir = fs::path(DSFT_FIXTURES_DIR) / "models" / GetParam();
+  auto expected = io::SafetensorsFile::open((dir / "expected.safetensors").string());
+  auto ids = model::tensor_from_view(expected->at("input_ids")).clone();
+  auto want = model::tensor_from_view(expected->at("logits")).clone();
+  auto lm = model::load_model(dir.string(), {torch::kBFloat16, torch::kCPU});
+  torch::NoGradGuard no_grad;
+  auto got = lm->forward(ids);
+  ASSERT_EQ(got.scalar_type(), torch::kFloat32);
+  const double ratio = ((got - want).abs().max() / want.abs().max()).item<double>();
+  std::printf("[parity bf16] %-28s ratio %.3e\n", GetParam().c_str(), ratio);
+  EXPECT_LE(ratio, 5e-2) << GetParam();
+}
+
 // Token-by-token decoding through the KV cache gives the full-sequence logits.
 TEST_P(Parity, CachedDecodeMatchesFullForward) {
   const fs::path dir = fs::path(DSFT_FIXTURES_DIR) / "models" / GetParam();
