@@ -255,7 +255,17 @@ HAND = [
     ("git clone https://deploy:ghp_Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78@github.com/acme/app.git",
      [("URL_CREDENTIALS", "https://deploy:ghp_Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78@github.com/acme/app.git")]),
     ("redis://:s3cretPass@cache:6379/0 has a password and no user", [("URL_CREDENTIALS", "redis://:s3cretPass@cache:6379/0")]),
+    ("总机 0755-88886666-801 转人工", [("PHONE", "0755-88886666-801")]),
+    ("Call 1-800-555-0199 for support", [("PHONE", "1-800-555-0199")]),
+    ("UK office +44 (0)20 7946 0958", [("PHONE", "+44 (0)20 7946 0958")]),
+    ("联系电话：021-6234-5678", [("PHONE", "021-6234-5678")]),
+    ('{"apiKey": "AbCd1234EfGh5678"}', [("API_KEY", "AbCd1234EfGh5678")]),
+    ("Email John.Doe@Example.COM today", [("EMAIL", "John.Doe@Example.COM")]),
+    ("服务器 fe80::1ff:fe23:4567:890a 已上线", [("IP", "fe80::1ff:fe23:4567:890a")]),
+    ("subnet 192.168.1.0/24 is internal", [("IP", "192.168.1.0")]),
     # look-alikes that are not personal data
+    ("token: Embedding layers map ids to vectors", []),
+    ("api_key = os.environ['OPENAI_API_KEY']", []),
     ("版本号 1.2.3.4 已发布", []),
     ("Upgrade to version 10.0.19041.1 now", []),
     ("Released v2.10.3.1 with fixes", []),
@@ -373,9 +383,38 @@ PII_IN_TEXT = [lambda: "联系电话：%s" % mobile(), lambda: "Email: %s" % ema
                lambda: "DSN %s" % url_cred(), lambda: "Tel %s" % intl_phone()]
 
 
+EN_WORDS = ("the of and to in is for that with on as by at from this be are was it an or not have has which will "
+            "data model team report service customer order system service price market product project training "
+            "quality review contract meeting support ticket network storage cluster billing guide access policy "
+            "release version update risk budget plan design test result error issue request response user account "
+            "region office city spring winter monday friday morning evening weekly monthly annual growth revenue "
+            "cost delay storm port shipment warehouse inventory purchase invoice payment refund schedule deadline "
+            "engineer manager analyst director partner vendor client agency school hospital library museum garden "
+            "clear quick careful simple strong stable secure private public internal external large small new old "
+            "improve reduce increase check confirm deliver prepare approve reject migrate deploy restart monitor "
+            "because although however therefore meanwhile finally usually often rarely always never").split()
+ZH_CHARS = ("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所"
+            "民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日"
+            "那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想"
+            "已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指"
+            "几九区强放决西被干做必战先回则任取据处理府研质信据客户服务数据模型训练报告质量会议合同仓库库存采购发货港口暴雨延迟工程师")
+PUNCT_ZH = "，，，、；"
+
+
+def sentence(zh):
+    if zh:
+        n = R.randint(12, 30)
+        chars = [R.choice(ZH_CHARS) for _ in range(n)]
+        for k in range(R.randint(0, 2)):
+            chars.insert(R.randint(3, n - 2), R.choice(PUNCT_ZH))
+        return "".join(chars) + "。"
+    words = [R.choice(EN_WORDS) for _ in range(R.randint(8, 20))]
+    return " ".join(words).capitalize() + "."
+
+
 def paragraph(zh):
-    sents = ZH_SENT if zh else EN_SENT
-    p = "".join(R.choice(sents) + ("" if zh else " ") for _ in range(R.randint(3, 8)))
+    p = ("" if zh else " ").join(sentence(zh) if R.random() < 0.85 else R.choice(ZH_SENT if zh else EN_SENT)
+                                 for _ in range(R.randint(3, 8)))
     if R.random() < 0.5:
         p += R.choice(PII_IN_TEXT)() + ("。" if zh else ". ")
     return p.strip()

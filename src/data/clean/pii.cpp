@@ -281,26 +281,26 @@ bool check_bearer(std::string_view t, size_t& b, size_t& e) {
 
 // A value that is a secret rather than a word, a placeholder or a variable reference.
 bool secret_value(std::string_view v) {
-  if (v.size() < 6) return false;
+  if (v.size() < 6 || all_same(v)) return false;
   std::string l;
   for (char c : v) l.push_back(lower(c));
-  static const char* skip[] = {"null", "none", "true", "false", "undefined", "your", "xxxx", "****", "....",
-                               "<", "${", "{{", "%(", "example.com", "changeme", "placeholder", "redacted"};
+  static const char* skip[] = {"null", "none", "true", "false", "undefined", "your", "xxxx", "****", "....", "<",
+                               "${", "{{", "%(", "(", "[", "environ", "getenv", "process.env", "example.com",
+                               "changeme", "placeholder", "redacted"};
   for (const char* s : skip)
     if (l.find(s) != std::string::npos) return false;
   if (v[0] == '$') return false;
-  int classes = 0;
-  bool digit = false, up = false, lo = false, sym = false;
+  size_t digits = 0, up = 0, lo = 0, sym = 0;
   for (char c : v) {
-    digit |= is_digit(c);
-    up |= (c >= 'A' && c <= 'Z');
-    lo |= (c >= 'a' && c <= 'z');
-    sym |= !is_alnum(c);
+    digits += is_digit(c);
+    up += (c >= 'A' && c <= 'Z');
+    lo += (c >= 'a' && c <= 'z');
+    sym += !is_alnum(c);
   }
-  classes = digit + up + lo + sym;
-  if (all_same(v)) return false;
-  if (classes >= 2 && (digit || (up && lo) || sym)) return v.size() >= 8 || classes >= 2;
-  return false;
+  bool letters = up + lo > 0;
+  if (digits && (letters || sym)) return true;             // hunter2go, 9f8e7d..., P@ss-2024
+  if (sym && letters && sym < v.size() / 2) return true;   // wJalr/K7M..., pa$$word
+  return up >= 2 && lo >= 2 && v.size() >= 10;            // MixedCaseTokenValue (not "Embedding")
 }
 
 bool value_char(char c) {
@@ -485,8 +485,18 @@ bool check_cn_mobile(std::string_view t, size_t& b, size_t& e) {
 
 // Chinese (and other "0 + area code") landlines: 010-12345678, (021)87654321, 0755 1234 5678,
 // +86 10 12345678, （0755）1234567.
+// "0755-88886666-801": an extension after a dash is part of the number.
+void take_extension(std::string_view t, size_t& e) {
+  if (e + 1 >= t.size() || t[e] != '-' || !is_digit(t[e + 1])) return;
+  size_t q = e + 1;
+  while (q < t.size() && is_digit(t[q]) && q - e <= 5) ++q;
+  if (q - e - 1 <= 5 && (q >= t.size() || !is_alnum(t[q]))) e = q;
+}
+
 bool check_landline(std::string_view t, size_t& b, size_t& e) {
-  if (!number_left_ok(t, b) || !number_right_ok(t, e)) return false;
+  size_t ext_end = e;
+  take_extension(t, ext_end);
+  if (!number_left_ok(t, b) || !number_right_ok(t, ext_end)) return false;
   size_t p = skip_cn_prefix(t, b, e);
   bool country = p != b;
   std::string_view s = t.substr(p, e - p);
@@ -538,7 +548,9 @@ bool check_landline(std::string_view t, size_t& b, size_t& e) {
     // A bare run of digits is only a landline when the subscriber part starts as one does.
     if (d[area_end] < '2') return false;
   }
-  return !negative_context(t, b);
+  if (negative_context(t, b)) return false;
+  e = ext_end;
+  return true;
 }
 
 bool check_intl_phone(std::string_view t, size_t& b, size_t& e) {
@@ -569,7 +581,9 @@ bool check_intl_phone(std::string_view t, size_t& b, size_t& e) {
       p = q + 1;
     } else {
       p = q;
-      if (p < e && t[p] != '(') break;
+      // Groups may touch only across parentheses: "+44 (0)20 ...", "+1(415)555 ...".
+      bool joined = p < e && (t[p] == '(' || (t[p - 1] == ')' && is_digit(t[p])));
+      if (!joined) break;
     }
   }
   if (!best_end) return false;
