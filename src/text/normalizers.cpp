@@ -18,7 +18,10 @@ class SequenceNormalizer : public Normalizer {
 class UnicodeNormalizer : public Normalizer {
  public:
   explicit UnicodeNormalizer(unicode::NormForm f) : form_(f) {}
-  void normalize(std::string& s) const override { s = unicode::normalize(s, form_); }
+  void normalize(std::string& s) const override {
+    if (form_ == unicode::NormForm::nfc && unicode::is_nfc_inert(s)) return;  // no copy for the common case
+    s = unicode::normalize(s, form_);
+  }
 
  private:
   unicode::NormForm form_;

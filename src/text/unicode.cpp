@@ -141,9 +141,30 @@ bool is_white_space(uint32_t cp) {
          cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
+namespace {
+// Code points that NFC never changes and that never combine with what precedes them: below
+// U+0300, CJK ideographs, most kana and CJK punctuation, full-width ASCII. Text made only of
+// these is already NFC (the common case of Chinese and English), found without utf8proc.
+bool nfc_inert(uint32_t cp) {
+  return cp < 0x300 || (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
+         (cp >= 0x3000 && cp <= 0x3029) || (cp >= 0x3030 && cp <= 0x3096) || (cp >= 0x30A0 && cp <= 0x30FF) ||
+         (cp >= 0xFF01 && cp <= 0xFF5E);
+}
+}  // namespace
+
+bool is_nfc_inert(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) { ++i; continue; }
+    if (!nfc_inert(next_cp(s, i))) return false;
+  }
+  return true;
+}
+
 std::string normalize(std::string_view s, NormForm form) {
   bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
   if (ascii) return std::string(s);
+  if (form == NormForm::nfc && is_nfc_inert(s)) return std::string(s);
   std::string out;
   out.reserve(s.size() + s.size() / 4);
   size_t seg = 0, i = 0;

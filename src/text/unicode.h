@@ -54,6 +54,10 @@ enum class NormForm { nfc, nfd, nfkc, nfkd };
 // assigned in 9.0 (Unicode's normalization stability policy).
 std::string normalize(std::string_view s, NormForm form);
 
+// True when `s` holds only code points that NFC leaves alone whatever surrounds them (so NFC(s)
+// is s); false means "maybe not".
+bool is_nfc_inert(std::string_view s);
+
 // Rust's char::to_lowercase applied to every character (no final-sigma rule).
 std::string lowercase(std::string_view s);
 
