@@ -139,6 +139,13 @@ TEST_F(CleanJob, InvalidJsonLineIsARejectWithItsLineNumber) {
   EXPECT_EQ(lines_of(cfg.output).size(), 2u);
 }
 
+TEST_F(CleanJob, ByteOrderMarkAndCrlf) {
+  write_input({"\xEF\xBB\xBF" + rec("a", en1) + "\r", rec("b", en2) + "\r"});
+  CleanReport r = clean_file(cfg);
+  EXPECT_EQ(r.output_records, 2u);
+  EXPECT_EQ(r.rejected_total(), 0u);
+}
+
 TEST_F(CleanJob, InvalidUtf8IsRepairedOrRejected) {
   std::string bad = "{\"id\": \"u\", \"source\": \"t\", \"text\": \"" + en1 + " caf\xE9 \xFF\"}";
   write_input({bad, rec("ok", en2)});

@@ -391,6 +391,10 @@ class LineSource {
         buf_.resize(old + (1 << 22));
         size_t n = std::fread(&buf_[old], 1, 1 << 22, f_);
         buf_.resize(old + n);
+        if (first_read_) {
+          first_read_ = false;
+          if (buf_.compare(0, 3, "\xEF\xBB\xBF") == 0) pos_ = 3;  // a UTF-8 byte order mark is not data
+        }
         if (n == 0) {
           if (std::ferror(f_)) throw Error("cannot read " + path_ + ": " + std::strerror(errno));
           eof_ = true;
@@ -412,6 +416,7 @@ class LineSource {
   std::string buf_;
   size_t pos_ = 0;
   bool eof_ = false;
+  bool first_read_ = true;
 };
 
 bool is_blank(std::string_view s) {
