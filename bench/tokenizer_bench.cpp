@@ -102,6 +102,9 @@ int main(int argc, char** argv) {
                         {"per_string_mb_per_cpu_s", batch_bytes / per_string_s.cpu / 1e6},
                         {"batch_mb_s", batch_bytes / batch_s.wall / 1e6},
                         {"batch_cpu_s_per_wall_s", batch_s.cpu / batch_s.wall},
+                        // CPU seconds the same strings take one at a time on one thread, over the
+                        // CPU seconds the batch takes on all threads: 1.0 = no cost from threading.
+                        {"batch_cpu_efficiency", per_string_s.cpu / batch_s.cpu},
                         {"threads", std::thread::hardware_concurrency()}};
     std::printf("%s\n", r.dump().c_str());
   } catch (const std::exception& e) {

@@ -13,8 +13,12 @@ FIX=$(cd "${DSFT_FIXTURES_DIR:-../shared/fixtures}" && pwd)/tokenizers
 BUILD_DIR=${BUILD_DIR:-build-bench}
 SCRATCH=${SCRATCH:-${TMPDIR:-/tmp}/dsft-bench-tokenizer}
 
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSFT_BENCH=ON -DDSFT_WITH_TORCH=OFF \
-  -DDSFT_TESTS=OFF >/dev/null
+if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then
+  cmake -S . -B "$BUILD_DIR" -DDSFT_BENCH=ON >/dev/null  # keep the other settings of an existing build
+else
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSFT_BENCH=ON -DDSFT_WITH_TORCH=OFF \
+    -DDSFT_TESTS=OFF >/dev/null
+fi
 ninja -C "$BUILD_DIR" -j2 dsft_bench_tokenizer >/dev/null
 
 mkdir -p "$SCRATCH"
@@ -41,5 +45,5 @@ console.log(`tokenizer ${process.env.NAME}: ${(d.bytes / 1e6).toFixed(2)} MB, ${
 console.log(`load:            dsft ${f(d.load_s)} s   HF ${f(hs.load_s)} s`);
 console.log(`single thread:   dsft ${f(d.single_mb_s)} MB/s (${f(d.single_mb_per_cpu_s)} MB per CPU s)   HF ${f(hs.single_mb_s)} MB/s (${f(hs.single_mb_per_cpu_s)} MB per CPU s)   dsft/HF ${f(d.single_mb_s / hs.single_mb_s)}x wall, ${f(d.single_mb_per_cpu_s / hs.single_mb_per_cpu_s)}x CPU`);
 console.log(`per string, 1 thread: dsft ${f(d.per_string_mb_s)} MB/s`);
-console.log(`batch, ${d.threads} threads: dsft ${f(d.batch_mb_s)} MB/s (${f(d.batch_cpu_s_per_wall_s)} cores busy, ${f(d.batch_mb_s / d.per_string_mb_s)}x its per-string single thread)   HF ${f(hb.batch_mb_s)} MB/s (${f(hb.batch_cpu_s_per_wall_s)} cores busy)`);
+console.log(`batch, ${d.threads} threads: dsft ${f(d.batch_mb_s)} MB/s (${f(d.batch_cpu_s_per_wall_s)} cores busy, ${f(d.batch_mb_s / d.per_string_mb_s)}x its per-string single thread, CPU efficiency ${f(d.batch_cpu_efficiency)})   HF ${f(hb.batch_mb_s)} MB/s (${f(hb.batch_cpu_s_per_wall_s)} cores busy)`);
 ' "$DSFT" "$HF_SINGLE" "$HF_BATCH"

@@ -125,7 +125,7 @@ class BpeModel {
   static constexpr size_t kCacheShards = 32;
   static constexpr size_t kCacheShardCapacity = 8192;
   static constexpr size_t kCacheMaxKey = 256;  // same bound as the Rust library
-  static constexpr size_t kFrontSize = 4096;
+  static constexpr size_t kFrontSize = 16384;
   static constexpr size_t kFrontMaxKey = 30;
   static constexpr size_t kFrontMaxIds = 8;
   uint64_t serial_;  // never reused: tells this model's entries in the per-thread front cache

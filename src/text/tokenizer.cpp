@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <exception>
 #include <mutex>
 #include <filesystem>
@@ -23,42 +26,98 @@
 namespace dsft::text {
 namespace fs = std::filesystem;
 
+namespace {
+
+// Worker threads shared by every encode_batch call, started on first use. They live as long as
+// the process, so their per-thread state (regex match data, the BPE front cache) stays warm.
+class WorkerPool {
+ public:
+  static WorkerPool& get() {
+    static WorkerPool* pool = new WorkerPool();  // never destroyed: workers may outlive statics
+    return *pool;
+  }
+  size_t size() const { return workers_; }
+  void submit(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  WorkerPool() {
+    workers_ = std::max(1u, std::thread::hardware_concurrency()) - 1;
+    for (size_t i = 0; i < workers_; ++i) std::thread([this] { run(); }).detach();
+  }
+  void run() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return !tasks_.empty(); });
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();
+    }
+  }
+  size_t workers_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+};
+
+}  // namespace
+
 std::vector<std::vector<int32_t>> Tokenizer::encode_batch(const std::vector<std::string>& texts,
                                                           bool add_special_tokens) const {
   std::vector<std::vector<int32_t>> out(texts.size());
-  size_t n_threads = std::max(1u, std::thread::hardware_concurrency());
-  n_threads = std::min(n_threads, texts.size());
-  if (n_threads <= 1) {
-    for (size_t i = 0; i < texts.size(); ++i) out[i] = encode(texts[i], add_special_tokens);
-    return out;
-  }
+  WorkerPool& pool = WorkerPool::get();
+  size_t helpers = std::min(pool.size(), texts.size() > 0 ? texts.size() - 1 : 0);
   // Texts are taken in small chunks from a shared counter so that long texts do not leave one
-  // thread working alone at the end.
-  std::atomic<size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex error_mu;
-  size_t chunk = std::clamp<size_t>(texts.size() / (n_threads * 16), 1, 64);
-  auto work = [&] {
-    while (!failed.load(std::memory_order_relaxed)) {
-      size_t begin = next.fetch_add(chunk);
-      if (begin >= texts.size()) return;
+  // thread working alone at the end. The caller works too; a helper that starts after all chunks
+  // are taken returns without touching the texts (the state it sees is its own copy's).
+  struct State {
+    std::atomic<size_t> next{0};
+    std::atomic<size_t> active{0};
+    std::atomic<bool> failed{false};
+    std::exception_ptr error;
+    std::mutex mu;
+    std::condition_variable done;
+  };
+  auto st = std::make_shared<State>();
+  size_t chunk = std::clamp<size_t>(texts.size() / ((helpers + 1) * 16), 1, 64);
+  auto work = [this, st, chunk, &texts, &out, add_special_tokens] {
+    st->active.fetch_add(1);
+    while (!st->failed.load(std::memory_order_relaxed)) {
+      size_t begin = st->next.fetch_add(chunk);
+      if (begin >= texts.size()) break;
       size_t end = std::min(begin + chunk, texts.size());
       try {
         for (size_t i = begin; i < end; ++i) out[i] = encode(texts[i], add_special_tokens);
       } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mu);
-        if (!error) error = std::current_exception();
-        failed = true;
-        return;
+        std::lock_guard<std::mutex> lock(st->mu);
+        if (!st->error) st->error = std::current_exception();
+        st->failed = true;
       }
     }
+    std::lock_guard<std::mutex> lock(st->mu);
+    if (st->active.fetch_sub(1) == 1) st->done.notify_all();
   };
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < n_threads; ++t) pool.emplace_back(work);
+  for (size_t t = 0; t < helpers; ++t) {
+    // Late helpers find `next` past the end and leave before using texts or out.
+    pool.submit([st, work, n = texts.size()] {
+      if (st->next.load() >= n) return;
+      work();
+    });
+  }
   work();
-  for (auto& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
+  {
+    std::unique_lock<std::mutex> lock(st->mu);
+    st->done.wait(lock, [&] { return st->active.load() == 0; });
+  }
+  if (st->error) std::rethrow_exception(st->error);
   return out;
 }
 

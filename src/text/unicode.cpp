@@ -161,12 +161,9 @@ bool is_nfc_inert(std::string_view s) {
   return true;
 }
 
-std::string normalize(std::string_view s, NormForm form) {
-  bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-  if (ascii) return std::string(s);
-  if (form == NormForm::nfc && is_nfc_inert(s)) return std::string(s);
-  std::string out;
-  out.reserve(s.size() + s.size() / 4);
+namespace {
+// Normalizes with the Unicode 9 barriers: code points unassigned in 9.0 are kept and cut the text.
+void append_normalized_u9(std::string& out, std::string_view s, NormForm form) {
   size_t seg = 0, i = 0;
   while (i < s.size()) {
     size_t at = i;
@@ -178,6 +175,44 @@ std::string normalize(std::string_view s, NormForm form) {
     }
   }
   append_normalized(out, s.substr(seg), form);
+}
+}  // namespace
+
+std::string normalize(std::string_view s, NormForm form) {
+  bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  if (ascii) return std::string(s);
+  std::string out;
+  out.reserve(s.size() + s.size() / 4);
+  if (form != NormForm::nfc) {
+    append_normalized_u9(out, s, form);
+    return out;
+  }
+  // NFC: an inert code point neither changes nor combines with what precedes it, so the text can
+  // be cut before each one; only the stretches around other code points (with the code point
+  // before them, which they may compose with) go through utf8proc.
+  size_t i = 0, copied = 0, prev = 0;
+  while (i < s.size()) {
+    size_t at = i;
+    uint32_t cp = next_cp(s, i);
+    if (cp < 0x80 || nfc_inert(cp)) {
+      prev = at;
+      continue;
+    }
+    size_t start = at > 0 ? prev : at;  // the code point before may compose with this one
+    size_t end = i;
+    while (end < s.size()) {
+      size_t j = end;
+      uint32_t c = next_cp(s, j);
+      if (c < 0x80 || nfc_inert(c)) break;
+      end = j;
+    }
+    out.append(s.substr(copied, start - copied));
+    append_normalized_u9(out, s.substr(start, end - start), form);
+    copied = end;
+    i = end;
+    prev = end;
+  }
+  out.append(s.substr(copied));
   return out;
 }
 
