@@ -10,12 +10,13 @@ namespace dsft::cli {
 
 void add_forward_command(CLI::App& app) {
   auto req = std::make_shared<model::ForwardRequest>();
-  CLI::App* cmd = app.add_subcommand(
-      "forward",
-      "Run a model on token ids and write the logits of every position.\n"
-      "Reads input_ids (I64 [batch, seq]) from a safetensors file and writes logits (F32 [batch, seq, vocab]).\n"
-      "Needs only config.json and the weights in the model directory.");
-  cmd->add_option("--model", req->model_dir, "Model directory (HF format: config.json + *.safetensors)")->required();
+  CLI::App* cmd = app.add_subcommand("forward",
+                                     "Run a model on token ids and write the logits of every position.\n"
+                                     "Reads input_ids (I64 [batch, seq]) from a safetensors file and writes "
+                                     "logits (F32 [batch, seq, vocab]).\n"
+                                     "Needs only config.json and the weights in the model directory.");
+  cmd->add_option("--model", req->model_dir, "Model directory (HF format: config.json + *.safetensors)")
+      ->required();
   cmd->add_option("--input", req->input, "safetensors file with input_ids")->required();
   cmd->add_option("-o,--output", req->output, "Output safetensors file for the logits")->required();
   cmd->add_option("--dtype", req->dtype, "Compute dtype: float32 or bfloat16")

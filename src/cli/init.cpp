@@ -14,7 +14,8 @@ void add_init_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "init",
       "Write a randomly initialised model (config.json, model.safetensors, generation_config.json).\n"
-      "Presets come from configs/presets/<arch>-<preset>.json (compiled in); --set overrides any config key,\n"
+      "Presets come from configs/presets/<arch>-<preset>.json (compiled in); --set overrides any config "
+      "key,\n"
       "e.g. --set vocab_size=32000 --set rope_scaling.factor=8. No tokenizer files are written.");
   cmd->add_option("--arch", req->arch, "llama, qwen2, deepseek_v2 or deepseek_v3")
       ->required()

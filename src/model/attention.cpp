@@ -1,8 +1,8 @@
 // Attention: the shared softmax(q kᵀ) v core (fp32 scores) and grouped-query attention as used
 // by llama and qwen2, with an optional KV cache.
-#include "dsft/model/layers.h"
-
 #include <limits>
+
+#include "dsft/model/layers.h"
 
 namespace dsft::model {
 
@@ -27,7 +27,7 @@ GqaAttentionImpl::GqaAttentionImpl(GqaAttentionOptions options_, std::shared_ptr
 void GqaAttentionImpl::reset() {
   const auto& o = options;
   auto lin = [&](int64_t in, int64_t out, bool bias) {
-    return Linear(LinearOptions(in, out).bias(bias).tensor_options(o.tensor_options()));
+    return make_linear(in, out, bias, o.tensor_options());
   };
   q_proj = register_module("q_proj", lin(o.hidden_size(), o.n_heads() * o.head_dim(), o.qkv_bias()));
   k_proj = register_module("k_proj", lin(o.hidden_size(), o.n_kv_heads() * o.head_dim(), o.qkv_bias()));
@@ -35,7 +35,8 @@ void GqaAttentionImpl::reset() {
   o_proj = register_module("o_proj", lin(o.n_heads() * o.head_dim(), o.hidden_size(), o.o_bias()));
 }
 
-torch::Tensor GqaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx, LayerCache* cache) {
+torch::Tensor GqaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx,
+                                        LayerCache* cache) {
   const auto& o = options;
   const int64_t B = x.size(0), T = x.size(1), hd = o.head_dim();
   auto q = q_proj->forward(x).view({B, T, o.n_heads(), hd}).transpose(1, 2);     // [B, nh, T, hd]

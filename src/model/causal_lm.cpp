@@ -18,13 +18,15 @@ std::string shape_of(const torch::Tensor& t) {
 
 DecoderImpl::DecoderImpl(const ModelConfig& c, const std::function<DecoderLayer(int64_t)>& build_layer,
                          const BuildOptions& topt) {
-  embed_tokens = register_module("embed_tokens", Embedding(EmbeddingOptions(c.vocab_size, c.hidden_size).tensor_options(topt)));
+  embed_tokens = register_module(
+      "embed_tokens", Embedding(EmbeddingOptions(c.vocab_size, c.hidden_size).tensor_options(topt)));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     layer_list.push_back(build_layer(l));
     layers->push_back(layer_list.back());
   }
-  norm = register_module("norm", RMSNorm(RMSNormOptions(c.hidden_size).eps(c.rms_norm_eps).tensor_options(topt)));
+  norm = register_module("norm",
+                         RMSNorm(RMSNormOptions(c.hidden_size).eps(c.rms_norm_eps).tensor_options(topt)));
 }
 
 CausalLMImpl::CausalLMImpl(ModelConfig config, std::shared_ptr<const Rope> rope,
@@ -32,7 +34,7 @@ CausalLMImpl::CausalLMImpl(ModelConfig config, std::shared_ptr<const Rope> rope,
     : config_(std::move(config)), rope_(std::move(rope)) {
   model = register_module("model", Decoder(config_, build_layer, topt));
   if (!config_.tie_word_embeddings)
-    lm_head = register_module("lm_head", Linear(LinearOptions(config_.hidden_size, config_.vocab_size).tensor_options(topt)));
+    lm_head = register_module("lm_head", make_linear(config_.hidden_size, config_.vocab_size, false, topt));
 }
 
 KvCache CausalLMImpl::make_cache() const {
@@ -45,7 +47,8 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
   if (input_ids.dim() != 2)
     throw Error("expected input_ids of shape [batch, seq] (got " + shape_of(input_ids) + ")");
   if (input_ids.scalar_type() != torch::kInt64 && input_ids.scalar_type() != torch::kInt32)
-    throw Error("expected integer input_ids (got " + std::string(c10::toString(input_ids.scalar_type())) + ")");
+    throw Error("expected integer input_ids (got " + std::string(c10::toString(input_ids.scalar_type())) +
+                ")");
   const int64_t B = input_ids.size(0), T = input_ids.size(1);
   if (opt.cache && static_cast<int64_t>(opt.cache->layers.size()) != config_.num_hidden_layers)
     throw Error("KV cache has " + std::to_string(opt.cache->layers.size()) + " layers, the model " +
@@ -65,16 +68,21 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
   if (pos.defined()) {
     if (pos.dim() == 1) pos = pos.unsqueeze(0);
     if (pos.dim() != 2 || pos.size(1) != T || (pos.size(0) != B && pos.size(0) != 1))
-      throw Error("expected position_ids of shape [" + std::to_string(B) + ", " + std::to_string(T) + "] (got " +
-                  shape_of(opt.position_ids) + ")");
+      throw Error("expected position_ids of shape [" + std::to_string(B) + ", " + std::to_string(T) +
+                  "] (got " + shape_of(opt.position_ids) + ")");
     pos = pos.to(device).expand({B, T});
   } else {
-    pos = torch::arange(past, S, torch::TensorOptions().dtype(torch::kInt64).device(device)).unsqueeze(0).expand({B, T});
+    pos = torch::arange(past, S, torch::TensorOptions().dtype(torch::kInt64).device(device))
+              .unsqueeze(0)
+              .expand({B, T});
   }
   ctx.rope = rope_->tables(pos);
 
   torch::Tensor mask;  // bool [B|1, 1, T, S]
-  if (T > 1) mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(device)).tril(past).view({1, 1, T, S});
+  if (T > 1)
+    mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(device))
+               .tril(past)
+               .view({1, 1, T, S});
   if (opt.attention_mask.defined()) {
     auto m = opt.attention_mask.to(device);
     if (m.scalar_type() != torch::kBool) m = m.ne(0);
@@ -83,8 +91,8 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
     } else if (m.dim() == 3 && m.size(0) == B && m.size(1) == T && m.size(2) == S) {
       m = m.unsqueeze(1);
     } else if (!(m.dim() == 4 && m.size(0) == B && m.size(1) == 1 && m.size(2) == T && m.size(3) == S)) {
-      throw Error("expected attention_mask of shape [B, S], [B, T, S] or [B, 1, T, S] with B " + std::to_string(B) +
-                  ", T " + std::to_string(T) + ", S " + std::to_string(S) + " (got " +
+      throw Error("expected attention_mask of shape [B, S], [B, T, S] or [B, 1, T, S] with B " +
+                  std::to_string(B) + ", T " + std::to_string(T) + ", S " + std::to_string(S) + " (got " +
                   shape_of(opt.attention_mask) + ")");
     }
     mask = mask.defined() ? mask.logical_and(m) : m;
@@ -92,8 +100,15 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
   ctx.mask = mask;
 
   auto h = model->embed_tokens->forward(input_ids);  // [B, T, hidden]
-  for (size_t l = 0; l < model->layer_list.size(); ++l)
-    h = model->layer_list[l]->forward(h, ctx, opt.cache ? &opt.cache->layers[l] : nullptr);
+  for (size_t l = 0; l < model->layer_list.size(); ++l) {
+    if (opt.layer_wrapper && !opt.cache) {
+      // Captured by value: a recomputation runs after this function has returned.
+      DecoderLayer layer = model->layer_list[l];
+      h = opt.layer_wrapper([layer, ctx](const torch::Tensor& x) { return layer->forward(x, ctx, nullptr); }, h);
+    } else {
+      h = model->layer_list[l]->forward(h, ctx, opt.cache ? &opt.cache->layers[l] : nullptr);
+    }
+  }
   return model->norm->forward(h);
 }
 
@@ -114,7 +129,8 @@ std::vector<std::pair<std::string, torch::Tensor>> CausalLMImpl::state_tensors()
 }
 
 torch::Tensor document_mask(const torch::Tensor& segment_ids) {
-  if (segment_ids.dim() != 2) throw Error("expected segment_ids of shape [B, T] (got " + shape_of(segment_ids) + ")");
+  if (segment_ids.dim() != 2)
+    throw Error("expected segment_ids of shape [B, T] (got " + shape_of(segment_ids) + ")");
   // [B, T, 1] == [B, 1, T] -> [B, T, T]; causality is added by the model.
   return segment_ids.unsqueeze(2).eq(segment_ids.unsqueeze(1));
 }

@@ -18,7 +18,8 @@ namespace {
 torch::Device parse_device(const std::string& name) {
   try {
     torch::Device d(name);
-    if (d.is_cuda() && !torch::cuda::is_available()) throw Error("device " + name + " requested but no CUDA GPU is available");
+    if (d.is_cuda() && !torch::cuda::is_available())
+      throw Error("device " + name + " requested but no CUDA GPU is available");
     return d;
   } catch (const c10::Error&) {
     throw Error("unknown device \"" + name + "\" (expected cpu, cuda or cuda:N)");
@@ -35,8 +36,8 @@ std::vector<int64_t> run_forward(const ForwardRequest& r) {
     throw Error(r.input + " has no tensor named input_ids (expected I64 [batch, seq])");
   const io::TensorView& view = input->at("input_ids");
   if (view.dtype != io::DType::I64 || view.shape.size() != 2)
-    throw Error(r.input + ": expected input_ids to be I64 [batch, seq] (got " + io::dtype_name(view.dtype) + " with " +
-                std::to_string(view.shape.size()) + " dimensions)");
+    throw Error(r.input + ": expected input_ids to be I64 [batch, seq] (got " + io::dtype_name(view.dtype) +
+                " with " + std::to_string(view.shape.size()) + " dimensions)");
   auto ids = tensor_from_view(view).to(lo.device);
   auto lm = load_model(r.model_dir, lo);
   lm->eval();
@@ -51,7 +52,6 @@ std::vector<int64_t> run_forward(const ForwardRequest& r) {
   io::write_safetensors(r.output, {w}, {{"format", "pt"}});
   return w.shape;
 }
-
 
 std::vector<std::string> preset_names(const std::string& arch) {
   std::vector<std::string> out;

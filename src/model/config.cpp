@@ -120,7 +120,8 @@ RopeType parse_rope_type(const std::string& name, const std::string& source) {
 RopeScaling parse_rope_scaling(const json& j, const ModelConfig& c, const std::string& source) {
   RopeScaling r;
   if (j.is_null()) return r;
-  if (!j.is_object()) throw Error(source + ": expected rope_scaling to be an object or null (got " + j.dump() + ")");
+  if (!j.is_object())
+    throw Error(source + ": expected rope_scaling to be an object or null (got " + j.dump() + ")");
   KeyReader k(j, source + " rope_scaling");
   std::string type = k.get_string("rope_type", k.get_string("type", "default"));
   r.type = parse_rope_type(type, source);
@@ -183,19 +184,27 @@ bool ModelConfig::is_moe_layer(int64_t layer) const {
 
 const char* rope_type_name(RopeType type) {
   switch (type) {
-    case RopeType::none: return "default";
-    case RopeType::linear: return "linear";
-    case RopeType::dynamic: return "dynamic";
-    case RopeType::llama3: return "llama3";
-    case RopeType::yarn: return "yarn";
+    case RopeType::none:
+      return "default";
+    case RopeType::linear:
+      return "linear";
+    case RopeType::dynamic:
+      return "dynamic";
+    case RopeType::llama3:
+      return "llama3";
+    case RopeType::yarn:
+      return "yarn";
   }
   return "default";
 }
 const char* topk_method_name(TopkMethod method) {
   switch (method) {
-    case TopkMethod::greedy: return "greedy";
-    case TopkMethod::group_limited_greedy: return "group_limited_greedy";
-    case TopkMethod::noaux_tc: return "noaux_tc";
+    case TopkMethod::greedy:
+      return "greedy";
+    case TopkMethod::group_limited_greedy:
+      return "group_limited_greedy";
+    case TopkMethod::noaux_tc:
+      return "noaux_tc";
   }
   return "greedy";
 }
@@ -208,7 +217,8 @@ ModelConfig parse_config(const nlohmann::json& j, const std::string& source) {
   KeyReader k(j, source);
   ModelConfig c;
   if (!k.has("model_type"))
-    throw Error(source + ": missing model_type (supported: " + util::join(supported_model_types(), ", ") + ")");
+    throw Error(source + ": missing model_type (supported: " + util::join(supported_model_types(), ", ") +
+                ")");
   c.model_type = k.get_string("model_type", "");
   const auto& types = supported_model_types();
   if (std::find(types.begin(), types.end(), c.model_type) == types.end())
@@ -223,8 +233,8 @@ ModelConfig parse_config(const nlohmann::json& j, const std::string& source) {
   c.num_hidden_layers = k.get_int("num_hidden_layers", d.num_hidden_layers);
   c.num_attention_heads = k.get_int("num_attention_heads", d.num_attention_heads);
   c.num_key_value_heads = k.get_int("num_key_value_heads", c.num_attention_heads);
-  require(c.num_attention_heads > 0, source, "expected num_attention_heads > 0 (got " +
-                                                 std::to_string(c.num_attention_heads) + ")");
+  require(c.num_attention_heads > 0, source,
+          "expected num_attention_heads > 0 (got " + std::to_string(c.num_attention_heads) + ")");
   c.head_dim = k.get_int("head_dim", c.hidden_size / c.num_attention_heads);
   c.max_position_embeddings = k.get_int("max_position_embeddings", d.max_position_embeddings);
   c.rms_norm_eps = k.get_double("rms_norm_eps", d.rms_norm_eps);
@@ -264,10 +274,13 @@ ModelConfig parse_config(const nlohmann::json& j, const std::string& source) {
     c.qk_nope_head_dim = k.get_int("qk_nope_head_dim", 128);
     c.qk_rope_head_dim = k.get_int("qk_rope_head_dim", 64);
     c.v_head_dim = k.get_int("v_head_dim", 128);
-    c.n_routed_experts = k.get_opt_int("n_routed_experts", v3 ? std::optional<int64_t>(256) : std::nullopt).value_or(0);
-    c.n_shared_experts = k.get_opt_int("n_shared_experts", v3 ? std::optional<int64_t>(1) : std::nullopt).value_or(0);
+    c.n_routed_experts =
+        k.get_opt_int("n_routed_experts", v3 ? std::optional<int64_t>(256) : std::nullopt).value_or(0);
+    c.n_shared_experts =
+        k.get_opt_int("n_shared_experts", v3 ? std::optional<int64_t>(1) : std::nullopt).value_or(0);
     c.moe_intermediate_size = k.get_int("moe_intermediate_size", v3 ? 2048 : 1407);
-    c.num_experts_per_tok = k.get_opt_int("num_experts_per_tok", v3 ? std::optional<int64_t>(8) : std::nullopt).value_or(0);
+    c.num_experts_per_tok =
+        k.get_opt_int("num_experts_per_tok", v3 ? std::optional<int64_t>(8) : std::nullopt).value_or(0);
     c.first_k_dense_replace = k.get_int("first_k_dense_replace", v3 ? 3 : 0);
     c.moe_layer_freq = k.get_int("moe_layer_freq", 1);
     c.topk_method = parse_topk_method(k.get_string("topk_method", v3 ? "noaux_tc" : "greedy"), source);
@@ -330,9 +343,10 @@ void validate(const ModelConfig& c, const std::string& source) {
             "expected an even head_dim for rotary embeddings (got " + std::to_string(c.head_dim) + ")");
   }
   if (c.use_sliding_window)
-    throw Error(source + ": use_sliding_window is true, and sliding-window attention is not supported "
-                         "(the DeepSeek-R1 distills set it to false; set it to false if the model was trained "
-                         "without it)");
+    throw Error(source +
+                ": use_sliding_window is true, and sliding-window attention is not supported "
+                "(the DeepSeek-R1 distills set it to false; set it to false if the model was trained "
+                "without it)");
 
   const RopeScaling& r = c.rope_scaling;
   if (r.type != RopeType::none)
@@ -359,8 +373,8 @@ void validate(const ModelConfig& c, const std::string& source) {
       positive("moe_layer_freq", c.moe_layer_freq);
       positive("n_group", c.n_group);
       require(c.num_experts_per_tok <= c.n_routed_experts, source,
-              "expected num_experts_per_tok <= n_routed_experts (got " + std::to_string(c.num_experts_per_tok) +
-                  " > " + std::to_string(c.n_routed_experts) + ")");
+              "expected num_experts_per_tok <= n_routed_experts (got " +
+                  std::to_string(c.num_experts_per_tok) + " > " + std::to_string(c.n_routed_experts) + ")");
       require(c.n_shared_experts >= 0, source, "expected n_shared_experts >= 0");
       if (c.topk_method != TopkMethod::greedy) {
         require(c.n_routed_experts % c.n_group == 0, source,
@@ -375,10 +389,11 @@ void validate(const ModelConfig& c, const std::string& source) {
                     std::to_string(c.num_experts_per_tok) + " > " + std::to_string(c.topk_group) + " * " +
                     std::to_string(per_group) + ")");
         if (c.topk_method == TopkMethod::noaux_tc)
-          require(per_group >= 2, source,
-                  "noaux_tc scores a group by its two best experts, so it needs >= 2 experts per group (got " +
-                      std::to_string(c.n_routed_experts) + " experts in " + std::to_string(c.n_group) +
-                      " groups)");
+          require(
+              per_group >= 2, source,
+              "noaux_tc scores a group by its two best experts, so it needs >= 2 experts per group (got " +
+                  std::to_string(c.n_routed_experts) + " experts in " + std::to_string(c.n_group) +
+                  " groups)");
       }
     }
   }
@@ -408,7 +423,8 @@ nlohmann::json to_json(const ModelConfig& c) {
   if (r.type == RopeType::none) {
     j["rope_scaling"] = nullptr;
   } else {
-    json rs = {{r.type == RopeType::llama3 ? "rope_type" : "type", rope_type_name(r.type)}, {"factor", r.factor}};
+    json rs = {{r.type == RopeType::llama3 ? "rope_type" : "type", rope_type_name(r.type)},
+               {"factor", r.factor}};
     if (r.type == RopeType::llama3) {
       rs["low_freq_factor"] = r.low_freq_factor;
       rs["high_freq_factor"] = r.high_freq_factor;
@@ -491,7 +507,8 @@ void apply_override(nlohmann::json& j, const std::string& assignment) {
     json& next = (*target)[parts[i]];
     if (next.is_null()) next = json::object();
     if (!next.is_object())
-      throw UsageError("cannot set " + key + ": " + parts[i] + " is not an object (it is " + next.dump() + ")");
+      throw UsageError("cannot set " + key + ": " + parts[i] + " is not an object (it is " + next.dump() +
+                       ")");
     target = &next;
   }
   (*target)[parts.back()] = value;

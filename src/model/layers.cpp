@@ -1,4 +1,4 @@
-// The small blocks: Linear (with the adapter hook), RMSNorm, token embedding, SwiGLU MLP and the
+// The small blocks: Linear construction, RMSNorm, token embedding, SwiGLU MLP and the
 // pre-norm decoder layer.
 #include "dsft/model/layers.h"
 
@@ -6,19 +6,13 @@ namespace dsft::model {
 
 namespace F = torch::nn::functional;
 
-LinearImpl::LinearImpl(LinearOptions options_) : options(std::move(options_)) { reset(); }
-
-void LinearImpl::reset() {
-  const auto& o = options;
-  weight = register_parameter("weight", torch::empty({o.out_features(), o.in_features()}, o.tensor_options()));
-  if (o.bias()) bias = register_parameter("bias", torch::empty({o.out_features()}, o.tensor_options()));
+Linear make_linear(int64_t in, int64_t out, bool bias, const BuildOptions& tensor_options) {
+  return Linear(LinearOptions(in, out).bias(bias).tensor_options(tensor_options).initialize(false));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  return adapter ? adapter->forward(x, *this) : F::linear(x, weight, bias);
+RMSNormImpl::RMSNormImpl(RMSNormOptions options_) : options(std::move(options_)) {
+  reset();
 }
-
-RMSNormImpl::RMSNormImpl(RMSNormOptions options_) : options(std::move(options_)) { reset(); }
 
 void RMSNormImpl::reset() {
   weight = register_parameter("weight", torch::empty({options.dim()}, options.tensor_options()));
@@ -30,21 +24,27 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   return weight * h.to(x.scalar_type());
 }
 
-EmbeddingImpl::EmbeddingImpl(EmbeddingOptions options_) : options(std::move(options_)) { reset(); }
-
-void EmbeddingImpl::reset() {
-  weight = register_parameter("weight", torch::empty({options.num_embeddings(), options.dim()},
-                                                     options.tensor_options()));
+EmbeddingImpl::EmbeddingImpl(EmbeddingOptions options_) : options(std::move(options_)) {
+  reset();
 }
 
-torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return F::embedding(ids, weight); }
+void EmbeddingImpl::reset() {
+  weight = register_parameter(
+      "weight", torch::empty({options.num_embeddings(), options.dim()}, options.tensor_options()));
+}
 
-MlpImpl::MlpImpl(MlpOptions options_) : options(std::move(options_)) { reset(); }
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
+  return F::embedding(ids, weight);
+}
+
+MlpImpl::MlpImpl(MlpOptions options_) : options(std::move(options_)) {
+  reset();
+}
 
 void MlpImpl::reset() {
   const auto& o = options;
   auto lin = [&](int64_t in, int64_t out) {
-    return Linear(LinearOptions(in, out).bias(o.bias()).tensor_options(o.tensor_options()));
+    return make_linear(in, out, o.bias(), o.tensor_options());
   };
   gate_proj = register_module("gate_proj", lin(o.hidden_size(), o.intermediate_size()));
   up_proj = register_module("up_proj", lin(o.hidden_size(), o.intermediate_size()));
@@ -56,16 +56,19 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
 }
 
 DecoderLayerImpl::DecoderLayerImpl(int64_t hidden_size, double eps, std::shared_ptr<AttentionBlock> attn,
-                                   std::shared_ptr<FeedForwardBlock> ffn, const BuildOptions& tensor_options) {
-  input_layernorm =
-      register_module("input_layernorm", RMSNorm(RMSNormOptions(hidden_size).eps(eps).tensor_options(tensor_options)));
+                                   std::shared_ptr<FeedForwardBlock> ffn,
+                                   const BuildOptions& tensor_options) {
+  input_layernorm = register_module(
+      "input_layernorm", RMSNorm(RMSNormOptions(hidden_size).eps(eps).tensor_options(tensor_options)));
   self_attn = register_module("self_attn", std::move(attn));
-  post_attention_layernorm = register_module(
-      "post_attention_layernorm", RMSNorm(RMSNormOptions(hidden_size).eps(eps).tensor_options(tensor_options)));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm",
+                      RMSNorm(RMSNormOptions(hidden_size).eps(eps).tensor_options(tensor_options)));
   mlp = register_module("mlp", std::move(ffn));
 }
 
-torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx, LayerCache* cache) {
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx,
+                                        LayerCache* cache) {
   auto h = x + self_attn->forward(input_layernorm->forward(x), ctx, cache);
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }

@@ -49,34 +49,56 @@ std::string skip_reason(const ModelConfig& c, const std::string& name) {
 
 torch::Dtype to_torch_dtype(io::DType d) {
   switch (d) {
-    case io::DType::BOOL: return torch::kBool;
-    case io::DType::U8: return torch::kUInt8;
-    case io::DType::I8: return torch::kInt8;
-    case io::DType::I16: return torch::kInt16;
-    case io::DType::I32: return torch::kInt32;
-    case io::DType::I64: return torch::kInt64;
-    case io::DType::F16: return torch::kFloat16;
-    case io::DType::BF16: return torch::kBFloat16;
-    case io::DType::F32: return torch::kFloat32;
-    case io::DType::F64: return torch::kFloat64;
-    default: break;
+    case io::DType::BOOL:
+      return torch::kBool;
+    case io::DType::U8:
+      return torch::kUInt8;
+    case io::DType::I8:
+      return torch::kInt8;
+    case io::DType::I16:
+      return torch::kInt16;
+    case io::DType::I32:
+      return torch::kInt32;
+    case io::DType::I64:
+      return torch::kInt64;
+    case io::DType::F16:
+      return torch::kFloat16;
+    case io::DType::BF16:
+      return torch::kBFloat16;
+    case io::DType::F32:
+      return torch::kFloat32;
+    case io::DType::F64:
+      return torch::kFloat64;
+    default:
+      break;
   }
   throw Error(std::string("tensors of dtype ") + io::dtype_name(d) + " cannot be used here");
 }
 
 io::DType to_io_dtype(torch::Dtype d) {
   switch (d) {
-    case torch::kBool: return io::DType::BOOL;
-    case torch::kUInt8: return io::DType::U8;
-    case torch::kInt8: return io::DType::I8;
-    case torch::kInt16: return io::DType::I16;
-    case torch::kInt32: return io::DType::I32;
-    case torch::kInt64: return io::DType::I64;
-    case torch::kFloat16: return io::DType::F16;
-    case torch::kBFloat16: return io::DType::BF16;
-    case torch::kFloat32: return io::DType::F32;
-    case torch::kFloat64: return io::DType::F64;
-    default: break;
+    case torch::kBool:
+      return io::DType::BOOL;
+    case torch::kUInt8:
+      return io::DType::U8;
+    case torch::kInt8:
+      return io::DType::I8;
+    case torch::kInt16:
+      return io::DType::I16;
+    case torch::kInt32:
+      return io::DType::I32;
+    case torch::kInt64:
+      return io::DType::I64;
+    case torch::kFloat16:
+      return io::DType::F16;
+    case torch::kBFloat16:
+      return io::DType::BF16;
+    case torch::kFloat32:
+      return io::DType::F32;
+    case torch::kFloat64:
+      return io::DType::F64;
+    default:
+      break;
   }
   throw Error(std::string("tensors of dtype ") + c10::toString(d) + " cannot be written to safetensors");
 }
@@ -97,7 +119,8 @@ std::string torch_dtype_name(torch::Dtype d) {
 
 torch::Tensor tensor_from_view(const io::TensorView& v) {
   // from_blob never writes; the const_cast only satisfies its signature.
-  return torch::from_blob(const_cast<uint8_t*>(v.data), v.shape, torch::TensorOptions().dtype(to_torch_dtype(v.dtype)));
+  return torch::from_blob(const_cast<uint8_t*>(v.data), v.shape,
+                          torch::TensorOptions().dtype(to_torch_dtype(v.dtype)));
 }
 
 void load_weights(CausalLMImpl& model, const io::Checkpoint& ckpt) {
@@ -132,14 +155,17 @@ void load_weights(CausalLMImpl& model, const io::Checkpoint& ckpt) {
   for (const auto& [name, t] : targets)
     if (!filled.count(name)) missing.push_back(name);
   if (!unexpected.empty() || !missing.empty()) {
-    std::string msg = "checkpoint " + ckpt.path() + " does not match its config.json (model_type " + c.model_type + "):";
-    if (!missing.empty()) msg += " missing " + std::to_string(missing.size()) + " tensors (" + list_some(missing) + ")";
+    std::string msg =
+        "checkpoint " + ckpt.path() + " does not match its config.json (model_type " + c.model_type + "):";
+    if (!missing.empty())
+      msg += " missing " + std::to_string(missing.size()) + " tensors (" + list_some(missing) + ")";
     if (!unexpected.empty())
       msg += std::string(missing.empty() ? "" : ";") + " unexpected " + std::to_string(unexpected.size()) +
              " tensors (" + list_some(unexpected) + ")";
     throw Error(msg);
   }
-  for (const auto& [why, n] : skipped) util::log_debug("skipped " + std::to_string(n) + " checkpoint tensors: " + why);
+  for (const auto& [why, n] : skipped)
+    util::log_debug("skipped " + std::to_string(n) + " checkpoint tensors: " + why);
 }
 
 CausalLM load_model(const std::string& dir, const LoadOptions& options) {
@@ -149,8 +175,8 @@ CausalLM load_model(const std::string& dir, const LoadOptions& options) {
   CausalLM model = build_model(config, torch::TensorOptions().dtype(options.dtype).device(options.device));
   load_weights(*model, ckpt);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  util::log_debug("loaded " + dir + " (" + util::format_bytes(static_cast<double>(ckpt.total_bytes())) + ") in " +
-                  std::to_string(secs) + " s");
+  util::log_debug("loaded " + dir + " (" + util::format_bytes(static_cast<double>(ckpt.total_bytes())) +
+                  ") in " + std::to_string(secs) + " s");
   return model;
 }
 

@@ -9,15 +9,19 @@ namespace dsft::model {
 
 namespace F = torch::nn::functional;
 
-MoeGateImpl::MoeGateImpl(MoeOptions options_) : options(std::move(options_)) { reset(); }
+MoeGateImpl::MoeGateImpl(MoeOptions options_) : options(std::move(options_)) {
+  reset();
+}
 
 void MoeGateImpl::reset() {
   const auto& o = options;
-  weight = register_parameter("weight", torch::empty({o.n_routed_experts(), o.hidden_size()}, o.tensor_options()));
+  weight =
+      register_parameter("weight", torch::empty({o.n_routed_experts(), o.hidden_size()}, o.tensor_options()));
   if (o.topk_method() == TopkMethod::noaux_tc) {
     // A buffer, not a parameter: the load-balancing bias is adjusted outside gradient descent.
-    e_score_correction_bias = register_buffer(
-        "e_score_correction_bias", torch::zeros({o.n_routed_experts()}, o.tensor_options().dtype(torch::kFloat32)));
+    e_score_correction_bias =
+        register_buffer("e_score_correction_bias",
+                        torch::zeros({o.n_routed_experts()}, o.tensor_options().dtype(torch::kFloat32)));
   }
 }
 
@@ -25,21 +29,23 @@ Routing MoeGateImpl::forward(const torch::Tensor& x) {
   const auto& o = options;
   const int64_t N = x.size(0), E = o.n_routed_experts(), K = o.top_k();
   auto logits = F::linear(x.to(torch::kFloat32), weight.to(torch::kFloat32));  // [N, E]
-  auto scores = o.scoring_func() == ScoringFunc::softmax ? torch::softmax(logits, -1) : torch::sigmoid(logits);
+  auto scores =
+      o.scoring_func() == ScoringFunc::softmax ? torch::softmax(logits, -1) : torch::sigmoid(logits);
 
   torch::Tensor chosen;  // int64 [N, K]
   {
     torch::NoGradGuard no_grad;  // the choice itself is not differentiable
     auto choice = scores.detach();
-    if (o.topk_method() == TopkMethod::noaux_tc) choice = choice + e_score_correction_bias.to(torch::kFloat32);
+    if (o.topk_method() == TopkMethod::noaux_tc)
+      choice = choice + e_score_correction_bias.to(torch::kFloat32);
     if (o.topk_method() != TopkMethod::greedy && o.n_group() > 1) {
       auto grouped = choice.view({N, o.n_group(), E / o.n_group()});  // [N, G, E/G]
       // group score: the best expert (V2) or the sum of the two best biased scores (V3)
-      auto group_scores = o.topk_method() == TopkMethod::noaux_tc
-                              ? std::get<0>(grouped.topk(2, -1)).sum(-1)
-                              : std::get<0>(grouped.max(-1));  // [N, G]
+      auto group_scores = o.topk_method() == TopkMethod::noaux_tc ? std::get<0>(grouped.topk(2, -1)).sum(-1)
+                                                                  : std::get<0>(grouped.max(-1));  // [N, G]
       auto keep_groups = std::get<1>(group_scores.topk(o.topk_group(), -1));  // [N, topk_group]
-      auto group_mask = torch::zeros_like(group_scores, torch::kBool).scatter_(1, keep_groups, true);  // [N, G]
+      auto group_mask =
+          torch::zeros_like(group_scores, torch::kBool).scatter_(1, keep_groups, true);  // [N, G]
       auto expert_mask = group_mask.unsqueeze(-1).expand({N, o.n_group(), E / o.n_group()}).reshape({N, E});
       choice = choice.masked_fill(expert_mask.logical_not(), -std::numeric_limits<float>::infinity());
     }
@@ -52,18 +58,21 @@ Routing MoeGateImpl::forward(const torch::Tensor& x) {
   return {chosen, weights};
 }
 
-MoeImpl::MoeImpl(MoeOptions options_) : options(std::move(options_)) { reset(); }
+MoeImpl::MoeImpl(MoeOptions options_) : options(std::move(options_)) {
+  reset();
+}
 
 void MoeImpl::reset() {
   const auto& o = options;
   experts = register_module("experts", torch::nn::ModuleList());
   for (int64_t e = 0; e < o.n_routed_experts(); ++e)
-    experts->push_back(Mlp(MlpOptions(o.hidden_size(), o.moe_intermediate_size()).tensor_options(o.tensor_options())));
+    experts->push_back(
+        Mlp(MlpOptions(o.hidden_size(), o.moe_intermediate_size()).tensor_options(o.tensor_options())));
   gate = register_module("gate", MoeGate(o));
   if (o.n_shared_experts() > 0) {
     shared_experts = register_module(
-        "shared_experts",
-        Mlp(MlpOptions(o.hidden_size(), o.moe_intermediate_size() * o.n_shared_experts()).tensor_options(o.tensor_options())));
+        "shared_experts", Mlp(MlpOptions(o.hidden_size(), o.moe_intermediate_size() * o.n_shared_experts())
+                                  .tensor_options(o.tensor_options())));
   }
   expert_list.clear();
   for (const auto& m : *experts) expert_list.push_back(std::dynamic_pointer_cast<MlpImpl>(m));
@@ -72,9 +81,9 @@ void MoeImpl::reset() {
 torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
                            const std::vector<std::shared_ptr<MlpImpl>>& experts) {
   const int64_t N = x.size(0), K = routing.experts.size(1), E = static_cast<int64_t>(experts.size());
-  auto flat = routing.experts.reshape({-1});                 // [N*K], slot s belongs to token s / K
-  auto order = flat.argsort();                               // slots grouped by expert
-  auto token_of_slot = order.div(K, "floor");                // [N*K]
+  auto flat = routing.experts.reshape({-1});   // [N*K], slot s belongs to token s / K
+  auto order = flat.argsort();                 // slots grouped by expert
+  auto token_of_slot = order.div(K, "floor");  // [N*K]
   auto weight_of_slot = routing.weights.reshape({-1}).index_select(0, order);  // [N*K] fp32
   // One host sync for the bucket sizes; each expert then runs once on a contiguous slice.
   auto counts_t = torch::bincount(flat, /*weights=*/{}, E).to(torch::kCPU);
@@ -84,7 +93,7 @@ torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
   for (int64_t e = 0; e < E; ++e) {
     const int64_t n = counts[e];
     if (n == 0) continue;
-    auto tokens = token_of_slot.narrow(0, start, n);  // [n]
+    auto tokens = token_of_slot.narrow(0, start, n);          // [n]
     auto y = experts[e]->forward(x.index_select(0, tokens));  // [n, H]
     out.index_add_(0, tokens, y.to(torch::kFloat32) * weight_of_slot.narrow(0, start, n).unsqueeze(1));
     start += n;

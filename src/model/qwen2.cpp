@@ -10,11 +10,12 @@ CausalLM build_qwen2(const ModelConfig& c, const BuildOptions& topt) {
                                                .max_position_embeddings(c.max_position_embeddings)
                                                .layout(RopeLayout::rotate_half));
   auto layer = [&](int64_t) {
-    auto attn = GqaAttention(GqaAttentionOptions(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim)
-                                 .qkv_bias(true)
-                                 .o_bias(false)
-                                 .tensor_options(topt),
-                             rope);
+    auto attn = GqaAttention(
+        GqaAttentionOptions(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim)
+            .qkv_bias(true)
+            .o_bias(false)
+            .tensor_options(topt),
+        rope);
     auto mlp = Mlp(MlpOptions(c.hidden_size, c.intermediate_size).tensor_options(topt));
     return DecoderLayer(c.hidden_size, c.rms_norm_eps, attn.ptr(), mlp.ptr(), topt);
   };

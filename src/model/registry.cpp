@@ -101,7 +101,8 @@ const std::vector<Family>& families() {
        "group_limited_greedy routing (routed_scaling_factor only when top-k weights are not normalised), "
        "YaRN with adjacent-pair RoPE"},
       {"deepseek_v3", "DeepseekV3ForCausalLM", &build_deepseek, deepseek_tensor_names(),
-       "DeepSeek-V3, R1; MLA with q-LoRA, sigmoid noaux_tc routing with e_score_correction_bias (a buffer) and "
+       "DeepSeek-V3, R1; MLA with q-LoRA, sigmoid noaux_tc routing with e_score_correction_bias (a buffer) "
+       "and "
        "group top-k, FP8 weights dequantised at load, MTP layers skipped"},
   };
   return table;

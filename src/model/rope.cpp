@@ -43,7 +43,8 @@ std::vector<double> rope_inv_freq(int64_t dim, double theta, const RopeScaling& 
         if (wavelen > low_wavelen) {
           f = f / s.factor;  // low frequencies: fully interpolated
         } else if (wavelen >= high_wavelen) {
-          const double smooth = (original / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+          const double smooth =
+              (original / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
           f = (1.0 - smooth) * f / s.factor + smooth * f;
         }  // high frequencies unchanged
       }

@@ -1,6 +1,7 @@
 // e2e: `dsft forward` on every fixture model reproduces the reference logits; `dsft init`
 // writes a model that `dsft forward` runs; failures exit 1 with a one-line reason.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +10,6 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 #include <vector>
 
 #include "e2e/run.h"
@@ -48,7 +48,8 @@ std::map<std::string, Tensor> read_safetensors(const std::string& path) {
 }
 
 void write_ids(const std::string& path, const std::vector<int64_t>& ids, int64_t b, int64_t t) {
-  nlohmann::json h = {{"input_ids", {{"dtype", "I64"}, {"shape", {b, t}}, {"data_offsets", {0, ids.size() * 8}}}}};
+  nlohmann::json h = {
+      {"input_ids", {{"dtype", "I64"}, {"shape", {b, t}}, {"data_offsets", {0, ids.size() * 8}}}}};
   std::string hs = h.dump();
   uint64_t n = hs.size();
   std::ofstream f(path, std::ios::binary);

@@ -1,10 +1,11 @@
 // ModelConfig: HF defaults, every fixture config parses, errors name the field and the numbers,
 // and config.json round-trips.
+#include "dsft/model/config.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
-#include "dsft/model/config.h"
 #include "dsft/util/error.h"
 
 using namespace dsft;
@@ -22,8 +23,8 @@ std::string error_of(const json& j) {
 }
 
 json llama() {
-  return {{"model_type", "llama"}, {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 2},
-          {"num_attention_heads", 4}, {"vocab_size", 320}};
+  return {{"model_type", "llama"},  {"hidden_size", 64},        {"intermediate_size", 128},
+          {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"vocab_size", 320}};
 }
 
 }  // namespace
@@ -33,7 +34,8 @@ TEST(Config, UnsupportedModelTypeListsSupported) {
   j["model_type"] = "mistral";
   const std::string e = error_of(j);
   EXPECT_NE(e.find("mistral"), std::string::npos) << e;
-  for (const char* t : {"llama", "qwen2", "deepseek_v2", "deepseek_v3"}) EXPECT_NE(e.find(t), std::string::npos) << e;
+  for (const char* t : {"llama", "qwen2", "deepseek_v2", "deepseek_v3"})
+    EXPECT_NE(e.find(t), std::string::npos) << e;
 }
 
 TEST(Config, HiddenNotDivisibleByHeads) {

@@ -14,7 +14,8 @@ void fill_random(torch::nn::Module& m) {
 }
 
 // Reference: for each token, for each of its k experts, run that expert on that token alone.
-torch::Tensor naive_moe(const torch::Tensor& x, const Routing& r, const std::vector<std::shared_ptr<MlpImpl>>& experts) {
+torch::Tensor naive_moe(const torch::Tensor& x, const Routing& r,
+                        const std::vector<std::shared_ptr<MlpImpl>>& experts) {
   auto out = torch::zeros_like(x);
   for (int64_t n = 0; n < x.size(0); ++n)
     for (int64_t k = 0; k < r.experts.size(1); ++k) {
@@ -72,7 +73,10 @@ TEST(Moe, RouterSelectionRules) {
   // group_limited_greedy: group maxima [3, 2, 2.5, -1] -> groups 0 and 2 -> experts 0, 4
   // noaux_tc with bias: sigmoid + bias; group score = sum of top-2
   {
-    MoeGate g(MoeOptions(o).topk_method(TopkMethod::noaux_tc).scoring_func(ScoringFunc::sigmoid).norm_topk_prob(true)
+    MoeGate g(MoeOptions(o)
+                  .topk_method(TopkMethod::noaux_tc)
+                  .scoring_func(ScoringFunc::sigmoid)
+                  .norm_topk_prob(true)
                   .routed_scaling_factor(2.5));
     set_logits(*g);
     // bias pushes group 1 (experts 2, 3) up: its top-2 sum beats group 0 (3 and -5)

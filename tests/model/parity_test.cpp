@@ -18,7 +18,8 @@ std::vector<std::string> fixture_models() {
   const fs::path root = fs::path(DSFT_FIXTURES_DIR) / "models";
   if (!fs::is_directory(root)) return out;
   for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && fs::exists(e.path() / "expected.safetensors")) out.push_back(e.path().filename().string());
+    if (e.is_directory() && fs::exists(e.path() / "expected.safetensors"))
+      out.push_back(e.path().filename().string());
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -39,8 +40,8 @@ TEST_P(Parity, LogitsMatchReference) {
   const double diff = (got - want).abs().max().item<double>();
   const double scale = want.abs().max().item<double>();
   const double ratio = diff / scale;
-  std::printf("[parity] %-28s max|diff| %.3e  max|expected| %.4f  ratio %.3e\n", GetParam().c_str(), diff, scale,
-              ratio);
+  std::printf("[parity] %-28s max|diff| %.3e  max|expected| %.4f  ratio %.3e\n", GetParam().c_str(), diff,
+              scale, ratio);
   EXPECT_LE(ratio, 1e-4) << GetParam() << ": max|diff| " << diff;
 }
 

@@ -1,13 +1,14 @@
 // Every family, every time: a tiny random model per registry row runs forward and backward with
 // finite gradients everywhere, its parameter names are HF names, and save -> reload gives
 // bit-identical logits. Also: load errors name the offending keys; masks and positions behave.
+#include "dsft/model/registry.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "dsft/model/commands.h"
 #include "dsft/model/load.h"
-#include "dsft/model/registry.h"
 #include "dsft/util/error.h"
 #include "dsft/util/fs.h"
 
@@ -111,7 +112,8 @@ TEST(Load, MismatchedCheckpointNamesKeys) {
     model::load_model(dir);
     ADD_FAILURE() << "expected an error";
   } catch (const dsft::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("unexpected 9 tensors (model.layers.1."), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("unexpected 9 tensors (model.layers.1."), std::string::npos)
+        << e.what();
   }
   // a wider MLP in the config: shape mismatch names the tensor and both shapes
   j["num_hidden_layers"] = 2;
@@ -121,7 +123,8 @@ TEST(Load, MismatchedCheckpointNamesKeys) {
     model::load_model(dir);
     ADD_FAILURE() << "expected an error";
   } catch (const dsft::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("mlp.down_proj.weight has shape [64, 128]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("mlp.down_proj.weight has shape [64, 128]"), std::string::npos)
+        << e.what();
   }
   // untied config over a tied checkpoint: lm_head.weight is missing
   j["intermediate_size"] = 128;
@@ -136,7 +139,8 @@ TEST(Load, MismatchedCheckpointNamesKeys) {
     model::load_model(dir);
     ADD_FAILURE() << "expected an error";
   } catch (const dsft::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("missing 1 tensors (lm_head.weight)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("missing 1 tensors (lm_head.weight)"), std::string::npos)
+        << e.what();
   }
   fs::remove_all(dir);
 }

@@ -1,9 +1,9 @@
 // RoPE frequencies against the numbers in MODEL-FACTS and HF's formulas.
+#include "dsft/model/rope.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include "dsft/model/rope.h"
 
 using namespace dsft::model;
 
@@ -39,8 +39,8 @@ TEST(Rope, Llama3AndLinear) {
   s.original_max_position_embeddings = 8192;
   auto inv = rope_inv_freq(128, 500000, s, 131072, 0);
   const double plain0 = 1.0, plain_last = 1.0 / std::pow(500000.0, 126.0 / 128);
-  EXPECT_DOUBLE_EQ(inv[0], plain0);               // short wavelength: unchanged
-  EXPECT_DOUBLE_EQ(inv[63], plain_last / 8);      // long wavelength: divided by factor
+  EXPECT_DOUBLE_EQ(inv[0], plain0);           // short wavelength: unchanged
+  EXPECT_DOUBLE_EQ(inv[63], plain_last / 8);  // long wavelength: divided by factor
   s = RopeScaling{};
   s.type = RopeType::linear;
   s.factor = 4;

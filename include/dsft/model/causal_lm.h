@@ -13,6 +13,9 @@
 
 namespace dsft::model {
 
+// One decoder layer as a function of its input hidden states [B, T, hidden].
+using LayerFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
 struct ForwardOptions {
   // int64 [B, T]; default: past + 0 .. past + T - 1 (past = cached length).
   torch::Tensor position_ids;
@@ -21,6 +24,10 @@ struct ForwardOptions {
   //   [B, T, S]       or [B, 1, T, S]: bool, true = may attend (e.g. document_mask()).
   torch::Tensor attention_mask;
   KvCache* cache = nullptr;  // appended to when given
+  // When set (and no cache is given), each decoder layer runs as layer_wrapper(layer, hidden):
+  // training wraps layers this way for gradient checkpointing. `layer` may be called again later
+  // (recomputation), so it holds everything it needs.
+  std::function<torch::Tensor(const LayerFn& layer, const torch::Tensor& hidden)> layer_wrapper;
 };
 
 // The `model.` part: embeddings, layers, final norm.

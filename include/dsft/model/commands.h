@@ -20,7 +20,7 @@ struct ForwardRequest {
 std::vector<int64_t> run_forward(const ForwardRequest& request);
 
 struct InitRequest {
-  std::string arch;     // llama | qwen2 | deepseek_v2 | deepseek_v3
+  std::string arch;             // llama | qwen2 | deepseek_v2 | deepseek_v3
   std::string preset = "tiny";  // a built-in preset name, or a path to a config.json-style file
   std::string output_dir;
   uint64_t seed = 0;

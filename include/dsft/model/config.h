@@ -25,8 +25,8 @@ struct RopeScaling {
   double beta_fast = 32.0;
   double beta_slow = 1.0;
   double mscale = 1.0;
-  double mscale_all_dim = 0.0;               // 0: absent (DeepSeek then keeps the plain softmax scale)
-  std::optional<double> attention_factor;    // yarn on llama/qwen2: explicit cos/sin scale
+  double mscale_all_dim = 0.0;             // 0: absent (DeepSeek then keeps the plain softmax scale)
+  std::optional<double> attention_factor;  // yarn on llama/qwen2: explicit cos/sin scale
 };
 
 // Expert selection of DeepSeekMoE routers.

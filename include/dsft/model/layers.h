@@ -1,6 +1,6 @@
-// The shared building blocks every family is composed from: Linear (with an adapter hook for
-// LoRA), RMSNorm, the SwiGLU MLP, DeepSeekMoE (router + grouped expert dispatch), GQA attention,
-// MLA, and the pre-norm decoder layer. Registered names equal HF checkpoint key segments.
+// The shared building blocks every family is composed from: Linear (dsft::peft::Linear, which
+// carries LoRA adapters and quantised bases), RMSNorm, the SwiGLU MLP, DeepSeekMoE (router +
+// grouped expert dispatch), GQA attention, MLA, and the pre-norm decoder layer. Registered names equal HF checkpoint key segments.
 #pragma once
 #include <torch/torch.h>
 
@@ -11,6 +11,7 @@
 
 #include "dsft/model/config.h"
 #include "dsft/model/rope.h"
+#include "dsft/peft/lora_linear.h"
 
 namespace dsft::model {
 
@@ -21,39 +22,15 @@ using BuildOptions = torch::TensorOptions;
 // ---------------------------------------------------------------------------------------------
 // Linear
 
-class LinearImpl;
+// Every projection is a dsft::peft::Linear (y = x Wᵀ + b), so that LoRA, quantised frozen bases
+// and merging apply to the model as built, with HF keys unchanged (`...q_proj.lora_A.weight`).
+using Linear = peft::Linear;
+using LinearImpl = peft::LinearImpl;
+using LinearOptions = peft::LinearOptions;
 
-// Hook through which PEFT changes a linear layer in place (keeping the module tree, so keys stay
-// HF keys): when set, the layer's output is adapter->forward(x, layer). An adapter may use the
-// layer's dense weight (LoRA: base + B·A·x·scale) or its own storage (a quantised base), and
-// registers its parameters on the layer (`layer.register_module("lora_A", ...)`) so their keys
-// read `...q_proj.lora_A.weight` as in PEFT files.
-class LinearAdapter : public torch::nn::Module {
- public:
-  virtual torch::Tensor forward(const torch::Tensor& x, LinearImpl& layer) = 0;
-};
-
-struct LinearOptions {
-  LinearOptions(int64_t in_features, int64_t out_features) : in_features_(in_features), out_features_(out_features) {}
-  TORCH_ARG(int64_t, in_features);
-  TORCH_ARG(int64_t, out_features);
-  TORCH_ARG(bool, bias) = false;
-  TORCH_ARG(BuildOptions, tensor_options) = {};
-};
-
-// y = x Wᵀ + b. Parameters are left uninitialised (loaded or initialised by init_weights()).
-class LinearImpl : public torch::nn::Module {
- public:
-  explicit LinearImpl(LinearOptions options);
-  void reset();
-  torch::Tensor forward(const torch::Tensor& x);
-
-  LinearOptions options;
-  torch::Tensor weight;  // [out, in]
-  torch::Tensor bias;    // [out] or undefined
-  std::shared_ptr<LinearAdapter> adapter;
-};
-TORCH_MODULE(Linear);
+// A projection with uninitialised parameters in the build dtype/device: loading fills them,
+// init_weights() initialises them; nothing is computed twice.
+Linear make_linear(int64_t in_features, int64_t out_features, bool bias, const BuildOptions& tensor_options);
 
 // ---------------------------------------------------------------------------------------------
 // RMSNorm
@@ -180,8 +157,8 @@ class MoeImpl : public FeedForwardBlock {
 
   MoeOptions options;
   MoeGate gate{nullptr};
-  torch::nn::ModuleList experts{nullptr};  // Mlp each: experts.{e}.gate_proj ...
-  Mlp shared_experts{nullptr};             // width moe_intermediate_size * n_shared_experts
+  torch::nn::ModuleList experts{nullptr};             // Mlp each: experts.{e}.gate_proj ...
+  Mlp shared_experts{nullptr};                        // width moe_intermediate_size * n_shared_experts
   std::vector<std::shared_ptr<MlpImpl>> expert_list;  // typed view of `experts`
 };
 TORCH_MODULE(Moe);
@@ -210,8 +187,8 @@ struct KvCache {
 
 // What every attention layer of one forward pass shares.
 struct AttentionContext {
-  RopeTables rope;    // tables for the T current positions
-  torch::Tensor mask; // bool [B|1, 1, T, S], true = may attend; undefined = none needed
+  RopeTables rope;     // tables for the T current positions
+  torch::Tensor mask;  // bool [B|1, 1, T, S], true = may attend; undefined = none needed
 };
 
 // Interface of a decoder layer's `self_attn` child.
@@ -275,8 +252,8 @@ class MlaAttentionImpl : public AttentionBlock {
 
   MlaOptions options;
   std::shared_ptr<const Rope> rope;
-  Linear q_proj{nullptr};                                  // without q-LoRA
-  Linear q_a_proj{nullptr}, q_b_proj{nullptr};             // with q-LoRA
+  Linear q_proj{nullptr};                       // without q-LoRA
+  Linear q_a_proj{nullptr}, q_b_proj{nullptr};  // with q-LoRA
   RMSNorm q_a_layernorm{nullptr};
   Linear kv_a_proj_with_mqa{nullptr}, kv_b_proj{nullptr}, o_proj{nullptr};
   RMSNorm kv_a_layernorm{nullptr};
