@@ -486,6 +486,11 @@ std::string to_yaml(const TrainConfig& cfg) {
   return std::string(e.c_str()) + "\n";
 }
 
+void write_config(const TrainConfig& cfg, const std::string& path) {
+  util::write_file_atomic(path, "# Resolved configuration of this run (defaults < YAML < command line).\n"
+                                "# Rerun it with: dsft train --config " + path + "\n" + to_yaml(cfg));
+}
+
 std::string config_hash(const TrainConfig& cfg) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a 64
   auto mix = [&h](const std::string& s) {

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <unistd.h>
 
 #include "dsft/train/config.h"
 #include "dsft/util/error.h"
@@ -183,6 +184,15 @@ TEST(TrainConfig, ResolvedYamlRoundTrips) {
   EXPECT_EQ(back.target_modules, (std::vector<std::string>{"q_proj", "o_proj"}));
   EXPECT_TRUE(contains(y, "learning_rate: 0.0001")) << y;
   EXPECT_EQ(config_hash(back), config_hash(c));
+}
+
+TEST(TrainConfig, WriteConfigReadsBack) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("dsft_train_config_" + std::to_string(::getpid()) + ".yaml")).string();
+  TrainConfig c = parse_train_config(kMinimal, {"r=32", "packing=true"});
+  write_config(c, path);
+  EXPECT_EQ(to_yaml(load_train_config(path)), to_yaml(c));
+  std::filesystem::remove(path);
 }
 
 TEST(TrainConfig, HashTracksTrajectoryNotBookkeeping) {

@@ -120,6 +120,10 @@ void validate(const TrainConfig& cfg);
 // The resolved config as YAML, every key in a fixed order; parse_train_config(to_yaml(c)) == c.
 std::string to_yaml(const TrainConfig& cfg);
 
+// Writes to_yaml(cfg) to `path` atomically (mode 0600), e.g. <output_dir>/config.yaml, with a
+// header line saying it is the resolved configuration of the run.
+void write_config(const TrainConfig& cfg, const std::string& path);
+
 // A stable hex digest (FNV-1a 64) of the keys that determine the optimisation trajectory, so that
 // a resume can tell whether the run it continues was configured the same way. Keys that may
 // change across a resume (output_dir, resume_from_checkpoint, logging, saving, device, log_level,
