@@ -4,7 +4,8 @@
 // normalizers, byte fallback, fused unknown token, lstrip/single_word added token, BOS template,
 // Replace/ByteFallback/Fuse/Strip decoders). B: byte-level BPE with NFKC/Lowercase/Strip, Split
 // with every behaviour and invert, Digits, ByteLevel with prefix space and GPT-2 regex,
-// ignore_merges, an rstrip added token matched after normalization, an EOS template.
+// ignore_merges, an rstrip added token matched after normalization, an EOS template. C and D:
+// Metaspace, Whitespace and WhitespaceSplit.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -169,6 +170,70 @@ TEST(TokenizerPipeline, ByteLevelWithSplitBehavioursMatchesReference) {
       {"Ⅻ½ ab", {32, 105, 105, 32, 49, 32, 226, 129, 132, 32, 50, 258}, {32, 105, 105, 32, 49, 32, 226, 129, 132, 32, 50, 258, 262}, " ii 1 ⁄ 2 ab", " ii 1 ⁄ 2 ab"},
       {"İab", {32, 105, 204, 135, 256}, {32, 105, 204, 135, 256, 262}, " i̇ab", " i̇ab"},
       {"", {}, {262}, "", ""},
+  });
+}
+
+// C: Metaspace pre-tokenizer and decoder with prepend_scheme "first" and an unknown token.
+// D: WhitespaceSplit then Whitespace, no decoder (tokens joined with spaces).
+const char* kTokenizerC =
+    R"json({"version":"1.0","truncation":null,"padding":null,"added_tokens":[{"id":1,"content":"<s>","single_wo)json"
+    R"json(rd":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}],"normalizer":null,"pre_t)json"
+    R"json(okenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"first","split":true},"post_process)json"
+    R"json(or":null,"decoder":{"type":"Metaspace","replacement":"▁","prepend_scheme":"first","split":true},"mod)json"
+    R"json(el":{"type":"BPE","dropout":null,"unk_token":"<unk>","continuing_subword_prefix":null,"end_of_word_s)json"
+    R"json(uffix":null,"fuse_unk":false,"byte_fallback":false,"vocab":{"1":10,"2":11,"<unk>":0,"<s>":1,"▁":2,"a)json"
+    R"json(":3,"b":4,"c":5,"d":6,",":7,".":8,"!":9,"é":12,"▁a":13,"▁ab":14,"ab":15,"cd":16,"▁cd":17},"merges":[)json"
+    R"json("▁ a","▁a b","a b","c d","▁ cd"]}})json";
+
+const char* kTokenizerD =
+    R"json({"version":"1.0","truncation":null,"padding":null,"added_tokens":[{"id":1,"content":"<s>","single_wo)json"
+    R"json(rd":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}],"normalizer":null,"pre_t)json"
+    R"json(okenizer":{"type":"Sequence","pretokenizers":[{"type":"WhitespaceSplit"},{"type":"Whitespace"}]},"po)json"
+    R"json(st_processor":null,"decoder":null,"model":{"type":"BPE","dropout":null,"unk_token":"<unk>","continui)json"
+    R"json(ng_subword_prefix":null,"end_of_word_suffix":null,"fuse_unk":false,"byte_fallback":false,"vocab":{"1)json"
+    R"json(":10,"2":11,"<unk>":0,"<s>":1,"▁":2,"a":3,"b":4,"c":5,"d":6,",":7,".":8,"!":9,"é":12,"▁a":13,"▁ab":1)json"
+    R"json(4,"ab":15,"cd":16,"▁cd":17},"merges":["▁ a","▁a b","a b","c d","▁ cd"]}})json";
+
+struct EncodeDecode {
+  std::string text;
+  std::vector<int32_t> ids;
+  std::string decoded;
+};
+
+void check_encode_decode(const dsft::text::Tokenizer& tok, const std::vector<EncodeDecode>& cases) {
+  for (const auto& c : cases) {
+    SCOPED_TRACE("text \"" + c.text + "\"");
+    auto ids = tok.encode(c.text, false);
+    EXPECT_EQ(ids, c.ids);
+    EXPECT_EQ(tok.decode(ids, false), c.decoded);
+  }
+}
+
+TEST(TokenizerPipeline, MetaspaceFirstMatchesReference) {
+  auto tok = load_json_text("c", kTokenizerC);
+  check_encode_decode(*tok, {
+      {"ab cd", {14, 17}, "ab cd"},
+      {" ab  cd", {14, 2, 17}, "ab  cd"},
+      {"ab<s> cd", {14, 1, 17}, "ab<s> cd"},
+      {"<s>ab cd", {1, 15, 17}, "<s>ab cd"},
+      {"ab,cd! 12 é", {14, 7, 16, 9, 2, 10, 11, 2, 12}, "ab,cd! 12 é"},
+      {"x y", {2, 0, 2, 0}, "<unk> <unk>"},
+      {"  ", {2, 2}, " "},
+      {"", {}, ""},
+  });
+}
+
+TEST(TokenizerPipeline, WhitespacePreTokenizersMatchReference) {
+  auto tok = load_json_text("d", kTokenizerD);
+  check_encode_decode(*tok, {
+      {"ab cd", {15, 16}, "ab cd"},
+      {" ab  cd", {15, 16}, "ab cd"},
+      {"ab<s> cd", {15, 1, 16}, "ab <s> cd"},
+      {"<s>ab cd", {1, 15, 16}, "<s> ab cd"},
+      {"ab,cd! 12 é", {15, 7, 16, 9, 10, 11, 12}, "ab , cd ! 1 2 é"},
+      {"x y", {0, 0}, "<unk> <unk>"},
+      {"  ", {}, ""},
+      {"", {}, ""},
   });
 }
 
