@@ -90,6 +90,18 @@ TEST(PiiMask, VersionIsNotAnAddress) {
   EXPECT_TRUE(found(scanner(), "version 1.2.3.4").empty());
   EXPECT_TRUE(found(scanner(), "v1.2.3.4").empty());
   EXPECT_EQ(found(scanner(), "host 1.2.3.4").size(), 1u);
+  EXPECT_TRUE(found(scanner(), "依据第1.2.3.4条").empty());
+}
+
+TEST(PiiMask, GroupedIdAndCardForms) {
+  auto f = found(scanner(), "身份证 110105 19491231 002x 已登记");
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].first, "ID_CARD");
+  EXPECT_EQ(f[0].second, "110105 19491231 002x");
+  f = found(scanner(), "卡号 4111-1111-1111-1111。");
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].first, "BANK_CARD");
+  EXPECT_TRUE(found(scanner(), "卡号 4111-1111-111-11111").empty());  // not a card grouping
 }
 
 TEST(PiiMask, CustomPatternsAndDisabledKinds) {

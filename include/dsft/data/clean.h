@@ -75,7 +75,7 @@ struct CleanReport {
   std::map<std::string, uint64_t> quality_checks;  // rejected by quality, by check
   std::map<std::string, uint64_t> pii_masked;      // spans by kind
   uint64_t records_with_pii = 0;
-  std::map<std::string, uint64_t> languages;       // top language of each parsed record
+  std::map<std::string, uint64_t> languages;       // top language of each record checked for it
   uint64_t html_stripped = 0;
   uint64_t utf8_repaired = 0;
   uint64_t unicode_changed = 0;

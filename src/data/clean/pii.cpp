@@ -349,9 +349,14 @@ bool check_ipv4(std::string_view t, size_t& b, size_t& e) {
   if (!ipv4_valid(t.substr(b, e - b))) return false;
   // "version 1.2.3.4" / "v1.2.3.4" is a version, a bare dotted quad is an address.
   std::string w = lowered_window(t, b, 16);
-  if (last_of_words(w, {"version", "ver.", "ver ", "版本", "release", "build", "firmware", "固件", "rev"}) !=
-      std::string::npos)
+  if (last_of_words(w, {"version", "ver.", "ver ", "版本", "release", "build", "firmware", "固件", "rev", "第",
+                         "section", "chapter", "sec.", "\xc2\xa7" /*§*/}) != std::string::npos)
     return false;
+  // "第1.2.3.4条": a numbered clause, not an address.
+  static const std::string_view clause[] = {"\xe6\x9d\xa1" /*条*/, "\xe8\x8a\x82" /*节*/, "\xe7\xab\xa0" /*章*/,
+                                            "\xe6\xac\xbe" /*款*/};
+  for (auto c : clause)
+    if (t.substr(e, c.size()) == c) return false;
   return true;
 }
 

@@ -301,7 +301,8 @@ struct Worker {
           const auto& m = msgs[i];
           bool tool_calls = m.contains("tool_calls") && m["tool_calls"].is_array() && !m["tool_calls"].empty();
           if (m.value("role", "") == "assistant" && !tool_calls &&
-              (!m["content"].is_string() || m["content"].get_ref<const std::string&>().empty()))
+              (!m.contains("content") || !m["content"].is_string() ||
+               m["content"].get_ref<const std::string&>().empty()))
             return reject(o, "quality", "empty_turn: assistant message " + std::to_string(i) + " is empty after cleaning");
         }
       }
