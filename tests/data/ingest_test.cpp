@@ -457,3 +457,26 @@ TEST(IngestDocuments, DirectoryWithIncludeExcludeAndChunkSources) {
   s = run_ingest(o);
   EXPECT_EQ(s.written, 1u);
 }
+
+TEST(IngestJson, JsonLinesNamedJsonAndBomArray) {
+  TempDir d;
+  write(d / "lines.json", "{\"text\":\"a\"}\n{\"text\":\"b\"}\n");
+  write(d / "bom.json", "\xEF\xBB\xBF[{\"text\":\"c\"}]");
+  run_ingest(options({d / "lines.json", d / "bom.json"}, d / "out.jsonl"));
+  auto recs = read_jsonl(d / "out.jsonl");
+  ASSERT_EQ(recs.size(), 3u);
+  EXPECT_EQ(recs[1]["source"], "lines.json:line 2");
+  EXPECT_EQ(recs[2]["text"], "c");
+}
+
+TEST(IngestCsv, TooManyFieldsIsInvalidButTrailingEmptyFieldsAreNot) {
+  TempDir d;
+  write(d / "t.csv", "a,b\n1,2,,\n3,4,5\n");
+  auto o = options({d / "t.csv"}, d / "out.jsonl");
+  std::string err = ingest_error(o);
+  EXPECT_NE(err.find("t.csv:row 3: the row has 3 fields but the header has 2"), std::string::npos) << err;
+  o.skip_invalid = true;
+  auto s = run_ingest(o);
+  EXPECT_EQ(s.written, 1u);
+  EXPECT_EQ(s.rejected, 1u);
+}

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "dsft/util/error.h"
+#include "dsft/util/strings.h"
 #include "data/ingest/internal.h"
 
 namespace dsft::data::ingest {
@@ -337,6 +338,7 @@ class ArraySplitter {
     if (c == 0xEF) {  // UTF-8 BOM
       get();
       get();
+      get();
       c = skip_ws();
     }
     if (c == '[') {
@@ -450,7 +452,14 @@ void ingest_json(const std::string& path, const std::string& name, bool lines, c
       if (split.start(elem) == 'v') {
         dom::element e;
         auto err = parser.parse(elem).get(e);
-        if (err) throw Error(path + " is not valid JSON (" + simdjson::error_message(err) + ")");
+        if (err) {
+          // Several objects one per line in a .json file: JSON Lines under another name.
+          if (util::trim(elem).rfind('{', 0) == 0 && elem.find('\n') != std::string::npos) {
+            f.reset();
+            return ingest_json(path, name, true, opt, sink);
+          }
+          throw Error(path + " is not valid JSON (" + simdjson::error_message(err) + ")");
+        }
         src.value(e, 1, "item");
         return;
       }

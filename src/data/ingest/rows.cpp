@@ -190,7 +190,8 @@ void RowConverter::convert(const std::vector<std::string_view>* names_in, const 
   auto invalid = [&](const std::string& reason) {
     sink_.problem(Problem::invalid, id, source, reason, row_json(names, values, null));
   };
-  if (!names_in && values.size() > names.size()) {
+  if (!names_in && values.size() > names.size() &&
+      std::any_of(values.begin() + names.size(), values.end(), [](std::string_view v) { return !v.empty(); })) {
     invalid("the row has " + std::to_string(values.size()) + " fields but the header has " +
             std::to_string(names.size()));
     return;
