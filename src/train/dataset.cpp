@@ -104,9 +104,10 @@ Processed process_line(const Context& c, std::string_view line, const std::strin
   try {
     record = ojson::parse(line.begin(), line.end());
   } catch (const nlohmann::json::exception& e) {
+    // nlohmann's "[json.exception.parse_error.101] parse error at line 1, column 9: ..." -> "column 9: ..."
     std::string msg = e.what();
-    if (auto p = msg.find("parse error"); p != std::string::npos) msg = msg.substr(p);
-    out.error = where + ": not a JSON object (" + msg + ")";
+    if (auto p = msg.find("column "); p != std::string::npos) msg = msg.substr(p);
+    out.error = where + ": not valid JSON (" + msg + ")";
     return out;
   }
   const std::string id = record.is_object() ? record_id(record) : "";
@@ -156,7 +157,8 @@ Processed process_line(const Context& c, std::string_view line, const std::strin
     out.sample.labels_mask = std::move(mask);
     out.sample.record_ids.push_back(id);
   } catch (const std::exception& e) {
-    out.error = where + (id.empty() ? "" : " (record " + id + ")") + ": " + e.what();
+    const bool named = record.is_object() && record.contains("id");  // content-hash ids mean nothing to a reader
+    out.error = where + (named ? " (record " + id + ")" : "") + ": " + e.what();
   }
   return out;
 }
@@ -278,24 +280,45 @@ struct CorruptCache : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Streams the cache file out in blocks, checksumming as it goes (a cache can be hundreds of MB).
 class Writer {
  public:
+  explicit Writer(std::FILE* f) : f_(f) { XXH3_64bits_reset(sum_); }
+  ~Writer() { XXH3_freeState(sum_); }
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+  void raw(const void* p, size_t n) {
+    buf_.append(static_cast<const char*>(p), n);
+    if (buf_.size() >= (1u << 20)) flush();
+  }
   template <typename T>
   void pod(T v) {
-    buf_.append(reinterpret_cast<const char*>(&v), sizeof v);
+    raw(&v, sizeof v);
   }
   void str(const std::string& s) {
     pod<uint64_t>(s.size());
-    buf_.append(s);
+    raw(s.data(), s.size());
   }
   template <typename T>
   void array(const std::vector<T>& v) {
-    buf_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+    raw(v.data(), v.size() * sizeof(T));
   }
-  std::string& buf() { return buf_; }
+  // Writes the checksum of everything so far after it.
+  void finish() {
+    flush();
+    const uint64_t sum = XXH3_64bits_digest(sum_);
+    if (std::fwrite(&sum, sizeof sum, 1, f_) != 1) throw Error(std::string("write failed: ") + std::strerror(errno));
+  }
 
  private:
+  void flush() {
+    XXH3_64bits_update(sum_, buf_.data(), buf_.size());
+    if (!buf_.empty() && std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size()) throw Error(std::string("write failed: ") + std::strerror(errno));
+    buf_.clear();
+  }
+  std::FILE* f_;
   std::string buf_;
+  XXH3_state_t* sum_ = XXH3_createState();
 };
 
 class Reader {
@@ -333,9 +356,9 @@ class Reader {
   size_t pos_ = 0;
 };
 
-std::string serialize(TokenizedDataset& d, const std::string& key) {
-  Writer w;
-  w.buf().append(kCacheMagic, sizeof kCacheMagic);
+void serialize(TokenizedDataset& d, const std::string& key, std::FILE* f) {
+  Writer w(f);
+  w.raw(kCacheMagic, sizeof kCacheMagic);
   w.pod<uint32_t>(kCacheFormat);
   w.str(key);
   w.pod<int64_t>(DatasetInternals::max_len(d));
@@ -352,9 +375,7 @@ std::string serialize(TokenizedDataset& d, const std::string& key) {
   const auto& dropped = DatasetInternals::dropped(d);
   w.pod<uint64_t>(dropped.size());
   for (const auto& id : dropped) w.str(id);
-  uint64_t sum = XXH3_64bits(w.buf().data(), w.buf().size());
-  w.pod<uint64_t>(sum);
-  return std::move(w.buf());
+  w.finish();
 }
 
 // Reads a cache file back, checking everything a damaged or foreign file could get wrong.
@@ -510,7 +531,7 @@ TokenizedDataset TokenizedDataset::build(const std::vector<std::string>& jsonl_f
   if (!cache_file.empty()) {
     try {
       util::make_private_dir(options.cache_dir);
-      util::write_file_atomic(cache_file, serialize(d, key));
+      util::write_file_atomic(cache_file, [&](std::FILE* f) { serialize(d, key, f); });
       d.stats_.cache_file = cache_file;
     } catch (const Error& e) {
       util::log_warn(std::string("cannot write the token cache (") + e.what() + "); continuing without it");
