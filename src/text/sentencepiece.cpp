@@ -2,8 +2,8 @@
 // small BPE/unigram model from a JSON Lines dataset with the special tokens of a chat template.
 #include "dsft/text/sentencepiece.h"
 
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
+#include <dlfcn.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -18,6 +18,7 @@
 #include "dsft/util/error.h"
 #include "dsft/util/fs.h"
 #include "dsft/util/log.h"
+#include "spm_shim/spm_api.h"
 
 namespace dsft::text {
 
@@ -108,6 +109,108 @@ std::vector<int> piece_types(const std::string& proto, const std::string& path) 
   return types;
 }
 
+// ---------------------------------------------------------------------------------------------
+// libsentencepiece lives in the plugin libdsft_spm.so (src/spm_shim/spm_api.h says why).
+
+namespace {
+
+std::string plugin_candidates_text(const std::vector<std::string>& c) {
+  std::string out;
+  for (const auto& p : c) out += (out.empty() ? "" : ", ") + p;
+  return out;
+}
+
+const dsft_spm_api& spm() {
+  static const dsft_spm_api* api = [] {
+    std::vector<std::string> candidates;
+    if (const char* env = std::getenv("DSFT_SPM_LIBRARY"); env && *env) candidates.push_back(env);
+    char exe[4096];
+    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+      exe[n] = '\0';
+      std::filesystem::path dir = std::filesystem::path(exe).parent_path();
+      candidates.push_back((dir / "libdsft_spm.so").string());
+      candidates.push_back((dir / "../lib/dsft/libdsft_spm.so").string());
+    }
+#ifdef DSFT_SPM_PLUGIN_PATH
+    candidates.push_back(DSFT_SPM_PLUGIN_PATH);
+#endif
+    int flags = RTLD_NOW | RTLD_LOCAL;
+#if !defined(__SANITIZE_ADDRESS__)
+    flags |= RTLD_DEEPBIND;  // SentencePiece must bind to its own protobuf, not libtorch's
+#endif
+    std::string last_error;
+    for (const auto& path : candidates) {
+      std::error_code ec;
+      if (!std::filesystem::exists(path, ec)) continue;
+      void* handle = ::dlopen(path.c_str(), flags);
+      if (!handle) {
+        last_error = ::dlerror();
+        continue;
+      }
+      auto get = reinterpret_cast<const dsft_spm_api* (*)()>(::dlsym(handle, "dsft_spm_get_api"));
+      if (get && get()->version == DSFT_SPM_API_VERSION) return get();
+      last_error = path + " is not a compatible SentencePiece plugin";
+    }
+    throw Error("SentencePiece support is not available: libdsft_spm.so was not found (looked at " +
+                plugin_candidates_text(candidates) + ")" + (last_error.empty() ? "" : ": " + last_error) +
+                "; set DSFT_SPM_LIBRARY to its path");
+  }();
+  return *api;
+}
+
+// One loaded SentencePiece model.
+class SpmModel {
+ public:
+  SpmModel() = default;
+  SpmModel(const SpmModel&) = delete;
+  SpmModel& operator=(const SpmModel&) = delete;
+  ~SpmModel() {
+    if (model_) spm().free_model(model_);
+  }
+  // Returns "" on success, else the reason.
+  std::string load(const std::string& proto) {
+    char err[512] = {0};
+    model_ = spm().load(proto.data(), proto.size(), err, sizeof err);
+    return model_ ? "" : (err[0] ? err : "unknown error");
+  }
+  int GetPieceSize() const { return spm().piece_size(model_); }
+  std::string IdToPiece(int id) const {
+    size_t len = 0;
+    const char* p = spm().id_to_piece(model_, id, &len);
+    return std::string(p, len);
+  }
+  int PieceToId(std::string_view piece) const { return spm().piece_to_id(model_, piece.data(), piece.size()); }
+  int bos_id() const { return spm().bos_id(model_); }
+  int eos_id() const { return spm().eos_id(model_); }
+  int pad_id() const { return spm().pad_id(model_); }
+  std::vector<int> encode(std::string_view text) const {
+    char err[512] = {0};
+    int* ids = nullptr;
+    size_t n = 0;
+    if (spm().encode(model_, text.data(), text.size(), &ids, &n, err, sizeof err) != 0)
+      throw Error(std::string("SentencePiece could not encode the text (") + err + ")");
+    std::vector<int> out(ids, ids + n);
+    spm().free_buf(ids);
+    return out;
+  }
+  std::string decode(const std::vector<int>& ids) const {
+    char err[512] = {0};
+    char* out = nullptr;
+    size_t len = 0;
+    if (spm().decode(model_, ids.data(), ids.size(), &out, &len, err, sizeof err) != 0)
+      throw Error(std::string("SentencePiece could not decode the ids (") + err + ")");
+    std::string s(out, len);
+    spm().free_buf(out);
+    return s;
+  }
+
+ private:
+  void* model_ = nullptr;
+};
+
+}  // namespace
+
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path) : path_(path) {
@@ -115,9 +218,8 @@ class SentencePieceTokenizer final : public Tokenizer {
     if (!std::filesystem::is_regular_file(path, ec))
       throw Error("SentencePiece model " + path + " does not exist");
     std::string proto = util::read_file(path);
-    auto status = sp_.LoadFromSerializedProto(proto);
-    if (!status.ok())
-      throw Error(path + " is not a SentencePiece model (" + status.ToString() + ")");
+    if (std::string why = sp_.load(proto); !why.empty())
+      throw Error(path + " is not a SentencePiece model (" + why + ")");
     const int n = sp_.GetPieceSize();
     std::vector<int> types = piece_types(proto, path);
     if (static_cast<int>(types.size()) != n) throw Error(path + ": piece table does not match the model");
@@ -126,7 +228,7 @@ class SentencePieceTokenizer final : public Tokenizer {
       int t = types[static_cast<size_t>(id)];
       if (t != kControl && t != kUnknown && t != kUserDefined) continue;
       special_[static_cast<size_t>(id)] = 1;
-      const std::string& piece = sp_.IdToPiece(id);
+      const std::string piece = sp_.IdToPiece(id);
       if (piece.empty()) continue;
       literals_.emplace_back(piece, id);
       first_byte_[static_cast<unsigned char>(piece[0])] = true;
@@ -146,9 +248,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     size_t seg = 0, i = 0;
     auto flush = [&](size_t end) {
       if (end <= seg) return;
-      std::vector<int> ids;
-      auto status = sp_.Encode(text.substr(seg, end - seg), &ids);
-      if (!status.ok()) throw Error("SentencePiece could not encode the text (" + status.ToString() + ")");
+      std::vector<int> ids = sp_.encode(text.substr(seg, end - seg));
       out.insert(out.end(), ids.begin(), ids.end());
     };
     while (i < text.size()) {
@@ -178,10 +278,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     std::vector<int> run;
     auto flush = [&] {
       if (run.empty()) return;
-      std::string piece;
-      auto status = sp_.Decode(run, &piece);
-      if (!status.ok()) throw Error("SentencePiece could not decode the ids (" + status.ToString() + ")");
-      out += piece;
+      out += sp_.decode(run);
       run.clear();
     };
     for (int32_t id : ids) {
@@ -221,7 +318,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 
  private:
   std::string path_;
-  sentencepiece::SentencePieceProcessor sp_;
+  SpmModel sp_;
   std::vector<uint8_t> special_;
   std::vector<std::pair<std::string, int>> literals_;
   std::array<bool, 256> first_byte_{};
@@ -229,19 +326,6 @@ class SentencePieceTokenizer final : public Tokenizer {
 
 // ---------------------------------------------------------------------------------------------
 // Training
-
-class VectorIterator final : public sentencepiece::SentenceIterator {
- public:
-  explicit VectorIterator(const std::vector<std::string>& v) : v_(v) {}
-  bool done() const override { return i_ >= v_.size(); }
-  void Next() override { ++i_; }
-  const std::string& value() const override { return v_[i_]; }
-  sentencepiece::util::Status status() const override { return {}; }
-
- private:
-  const std::vector<std::string>& v_;
-  size_t i_ = 0;
-};
 
 // Longest sentence handed to the trainer; longer lines are cut at UTF-8 boundaries.
 constexpr size_t kMaxSentenceBytes = 8192;
@@ -389,15 +473,28 @@ void train_sentencepiece(const SentencePieceTrainOptions& o) {
   };
   if (!joined.empty()) args["user_defined_symbols"] = joined;
 
-  sentencepiece::SetRandomGeneratorSeed(o.seed);
-  VectorIterator it(corpus.sentences);
-  std::string model;
-  auto status = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
-  if (!status.ok())
-    throw Error("SentencePiece training on " + o.input_jsonl + " failed: " + status.ToString() +
-                (status.ToString().find("Vocabulary size") != std::string::npos
-                     ? " (hint: lower vocab_size or give more text)"
-                     : ""));
+  std::vector<const char*> keys, values, sentences;
+  std::vector<size_t> lengths;
+  for (const auto& [k, v] : args) {
+    keys.push_back(k.c_str());
+    values.push_back(v.c_str());
+  }
+  for (const auto& s : corpus.sentences) {
+    sentences.push_back(s.data());
+    lengths.push_back(s.size());
+  }
+  char err[1024] = {0};
+  char* model_buf = nullptr;
+  size_t model_len = 0;
+  if (spm().train(keys.data(), values.data(), keys.size(), sentences.data(), lengths.data(), sentences.size(),
+                  static_cast<unsigned>(o.seed), &model_buf, &model_len, err, sizeof err) != 0) {
+    std::string why = err;
+    throw Error("SentencePiece training on " + o.input_jsonl + " failed: " + why +
+                (why.find("Vocabulary size") != std::string::npos ? " (hint: lower vocab_size or give more text)"
+                                                                  : ""));
+  }
+  std::string model(model_buf, model_len);
+  spm().free_buf(model_buf);
 
   util::make_private_dir(o.output_dir);
   util::write_file_atomic(o.output_dir + "/tokenizer.model", model);

@@ -19,16 +19,7 @@
 #include "dsft/util/error.h"
 #include "text/hf_tokenizer.h"
 
-#ifdef DSFT_HAVE_SENTENCEPIECE  // set by src/text/CMakeLists.txt
 #include "dsft/text/sentencepiece.h"
-namespace dsft::text {
-// A weak reference: it does not pull the SentencePiece loader (and libsentencepiece) into a
-// program that does not link it otherwise. Debian's libsentencepiece exports its own copy of
-// protobuf 3.14, which breaks libprotobuf 3.21 loaded by libtorch in the same process (a crash
-// at startup); so the dsft binary leaves it out and reports tokenizer.model as unsupported.
-std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& model_path) __attribute__((weak));
-}  // namespace dsft::text
-#endif
 
 namespace dsft::text {
 namespace fs = std::filesystem;
@@ -196,12 +187,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
     tok = load_tokenizer_json(json_path.string());
     hf = static_cast<const hf::HfTokenizer*>(tok.get());
   } else if (fs::is_regular_file(sp_path, ec)) {
-#ifdef DSFT_HAVE_SENTENCEPIECE
-    if (load_sentencepiece_tokenizer) tok = load_sentencepiece_tokenizer(sp_path.string());
-#endif
-    if (!tok)
-      throw Error(sp_path.string() + ": tokenizer.model (SentencePiece) is not supported by this program; hint: "
-                  "provide the model's tokenizer.json");
+    tok = load_sentencepiece_tokenizer(sp_path.string());
   } else {
     throw Error("no tokenizer.json or tokenizer.model in " + dir);
   }
