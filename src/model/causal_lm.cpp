@@ -103,7 +103,7 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
   for (size_t l = 0; l < model->layer_list.size(); ++l) {
     if (opt.layer_wrapper && !opt.cache) {
       // Captured by value: a recomputation runs after this function has returned.
-      DecoderLayer layer = model->layer_list[l];
+      std::shared_ptr<DecoderLayerImpl> layer = model->layer_list[l].ptr();
       h = opt.layer_wrapper([layer, ctx](const torch::Tensor& x) { return layer->forward(x, ctx, nullptr); }, h);
     } else {
       h = model->layer_list[l]->forward(h, ctx, opt.cache ? &opt.cache->layers[l] : nullptr);

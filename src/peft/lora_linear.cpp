@@ -149,9 +149,10 @@ LinearImpl::LinearImpl(const LinearOptions& options) : options_(options) {
                       std::to_string(options_.in_features()) + ", out_features " +
                       std::to_string(options_.out_features()) + ")");
   }
-  weight = register_parameter("weight", torch::empty({options_.out_features(), options_.in_features()}));
-  if (options_.bias()) bias = register_parameter("bias", torch::empty({options_.out_features()}));
-  reset_parameters();
+  const torch::TensorOptions& topt = options_.tensor_options();
+  weight = register_parameter("weight", torch::empty({options_.out_features(), options_.in_features()}, topt));
+  if (options_.bias()) bias = register_parameter("bias", torch::empty({options_.out_features()}, topt));
+  if (options_.initialize()) reset_parameters();
 }
 
 void LinearImpl::reset_parameters() {

@@ -23,6 +23,12 @@ struct LinearOptions {
   TORCH_ARG(int64_t, in_features);
   TORCH_ARG(int64_t, out_features);
   TORCH_ARG(bool, bias) = true;
+  // dtype and device the weight and bias are created with (a model builds them in the dtype it
+  // loads into, so a checkpoint is copied once).
+  TORCH_ARG(torch::TensorOptions, tensor_options) = {};
+  // false: parameters are left uninitialised (torch::empty), for layers whose weights are loaded
+  // or initialised by the caller; reset_parameters() initialises them later if wanted.
+  TORCH_ARG(bool, initialize) = true;
 };
 
 struct LoraOptions {
@@ -56,7 +62,8 @@ class LinearImpl : public torch::nn::Module {
       : LinearImpl(LinearOptions(in_features, out_features)) {}
 
   // torch::nn::Linear's initialisation: weight kaiming-uniform(a = sqrt(5)), bias uniform
-  // (-1/sqrt(in), 1/sqrt(in)). Only for a dense base.
+  // (-1/sqrt(in), 1/sqrt(in)). Only for a dense base. The constructor runs it unless
+  // options.initialize() is false.
   void reset_parameters();
 
   torch::Tensor forward(const torch::Tensor& input);
