@@ -475,7 +475,8 @@ TokenizedDataset TokenizedDataset::build(const std::vector<std::string>& jsonl_f
         d.stats_.cache_file = cache_file;
         d.recompute_stats();
         util::log_debug("token cache hit: " + cache_file);
-        return options.packing ? d.pack(options.max_seq_length) : d;
+        if (options.packing) d.pack_samples(options.max_seq_length);
+        return d;
       } catch (const CorruptCache& e) {
         util::log_warn("ignoring damaged token cache " + cache_file + " (" + e.what() + "); tokenising again");
       } catch (const Error& e) {
@@ -538,7 +539,8 @@ TokenizedDataset TokenizedDataset::build(const std::vector<std::string>& jsonl_f
     }
   }
   d.recompute_stats();
-  return options.packing ? d.pack(options.max_seq_length) : d;
+  if (options.packing) d.pack_samples(options.max_seq_length);
+  return d;
 }
 
 std::pair<TokenizedDataset, TokenizedDataset> TokenizedDataset::split(double fraction, uint64_t seed) const {
@@ -588,8 +590,8 @@ std::pair<TokenizedDataset, TokenizedDataset> TokenizedDataset::split(double fra
   }
   for (const auto& id : dropped_ids_) parts[goes_to_validation(id)].dropped_ids_.push_back(id);
   for (auto& p : parts) {
-    if (packed_) p = p.pack(max_seq_length_);
     p.recompute_stats();
+    if (packed_) p.pack_samples(max_seq_length_);
   }
   return {std::move(parts[0]), std::move(parts[1])};
 }
@@ -602,7 +604,12 @@ TokenizedDataset TokenizedDataset::pack(int64_t max_seq_length) const {
   out.dropped_ids_ = dropped_ids_;
   out.max_seq_length_ = max_seq_length_;
   out.stats_ = stats_;
-  out.packed_ = true;
+  out.pack_samples(max_seq_length);
+  return out;
+}
+
+void TokenizedDataset::pack_samples(int64_t max_seq_length) {
+  packed_samples_.clear();
   const size_t n = records_.size();
   std::vector<size_t> order(n);
   for (size_t i = 0; i < n; ++i) {
@@ -632,7 +639,7 @@ TokenizedDataset TokenizedDataset::pack(int64_t max_seq_length) const {
     bins[bin].push_back(i);
     if (room - len > 0) open.insert({room - len, bin});
   }
-  out.packed_samples_.reserve(bins.size());
+  packed_samples_.reserve(bins.size());
   for (const auto& bin : bins) {
     Sample s;
     for (size_t k = 0; k < bin.size(); ++k) {
@@ -643,10 +650,10 @@ TokenizedDataset TokenizedDataset::pack(int64_t max_seq_length) const {
       s.segment_ids.insert(s.segment_ids.end(), r.ids.size(), static_cast<int32_t>(k));
       s.record_ids.push_back(r.record_ids.at(0));
     }
-    out.packed_samples_.push_back(std::move(s));
+    packed_samples_.push_back(std::move(s));
   }
-  out.recompute_stats();
-  return out;
+  packed_ = true;
+  recompute_stats();
 }
 
 }  // namespace dsft::train

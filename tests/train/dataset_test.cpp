@@ -338,6 +338,18 @@ TEST_F(DatasetTest, CacheIsReusedAndRebuiltWhenStale) {
   auto chatml = text::ChatTemplate::resolve("chatml", kV3Dir);
   EXPECT_FALSE(TokenizedDataset::build({f}, *v3_, chatml, o).stats().from_cache);
 
+  // So is another template source under the same name.
+  const auto& st = v3_template_->special_tokens();
+  std::string src = text::ChatTemplate::builtin_source("deepseek-v3");
+  auto custom_a = text::ChatTemplate::from_source(src + "A", st, "custom");
+  auto custom_b = text::ChatTemplate::from_source(src + "B", st, "custom");
+  auto with_a = TokenizedDataset::build({f}, *v3_, custom_a, o);
+  EXPECT_FALSE(with_a.stats().from_cache);
+  EXPECT_TRUE(TokenizedDataset::build({f}, *v3_, custom_a, o).stats().from_cache);
+  auto with_b = TokenizedDataset::build({f}, *v3_, custom_b, o);
+  EXPECT_FALSE(with_b.stats().from_cache);
+  EXPECT_NE(with_a.samples()[0].ids, with_b.samples()[0].ids);
+
   // A damaged file is noticed (checksum) and rebuilt to the same samples.
   {
     std::fstream io(first.stats().cache_file, std::ios::in | std::ios::out | std::ios::binary);

@@ -95,6 +95,7 @@ class TokenizedDataset {
  private:
   friend struct DatasetInternals;
   void recompute_stats();
+  void pack_samples(int64_t max_seq_length);  // fills packed_samples_ from records_
 
   std::vector<Sample> records_;
   std::vector<uint8_t> record_truncated_;  // per record: was it cut to max_seq_length
