@@ -128,10 +128,12 @@ class JsonSource {
       return invalid(to_json(e), std::string("the ") + unit + " is not a JSON object");
     }
     dom::object o(e);
-    if (rows_.has_templates()) return row(o);
     dom::element v;
     bool has_messages = o["messages"].get(v) == simdjson::SUCCESS;
     bool has_conv = o["conversations"].get(v) == simdjson::SUCCESS;
+    // Templates make records from flat objects; dialogues keep their shape (a template cannot
+    // say anything about a list of turns), so one run can mix tables and chat logs.
+    if (rows_.has_templates() && f != "alpaca" && f != "sharegpt" && !has_messages && !has_conv) return row(o);
     bool has_instruction = o["instruction"].get(v) == simdjson::SUCCESS;
     bool has_text = o["text"].get(v) == simdjson::SUCCESS;
     if (f == "alpaca") {
