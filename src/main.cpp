@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
 
   // The pipeline in order: ingest -> clean -> train -> eval -> export, then the model tools.
   // (each line: dsft::cli::add_<name>_command(app);)
+  dsft::cli::add_ingest_command(app);
   dsft::cli::add_clean_command(app);
   dsft::cli::add_tokenize_command(app);
   dsft::cli::add_init_command(app);
