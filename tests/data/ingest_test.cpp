@@ -480,3 +480,14 @@ TEST(IngestCsv, TooManyFieldsIsInvalidButTrailingEmptyFieldsAreNot) {
   EXPECT_EQ(s.written, 1u);
   EXPECT_EQ(s.rejected, 1u);
 }
+
+TEST(IngestCsv, Utf16TabSeparatedAsExcelSavesUnicodeText) {
+  TempDir d;
+  write(d / "utf8.txt", "名称\t价格\r\n螺丝\t0.5\r\n");
+  std::string cmd = "iconv -f UTF-8 -t UTF-16 " + (d / "utf8.txt") + " > " + (d / "unicode.tsv");  // with a BOM
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  run_ingest(options({d / "unicode.tsv"}, d / "out.jsonl"));
+  auto recs = read_jsonl(d / "out.jsonl");
+  ASSERT_EQ(recs.size(), 1u);
+  EXPECT_EQ(recs[0]["text"], "名称: 螺丝\n价格: 0.5");
+}
