@@ -11,7 +11,9 @@
 
 namespace dsft::data {
 
-bool is_valid_utf8(std::string_view s) { return simdjson::validate_utf8(s.data(), s.size()); }
+bool is_valid_utf8(std::string_view s) {
+  return simdjson::validate_utf8(s.data(), s.size());
+}
 
 size_t utf8_complete_prefix(std::string_view s) {
   // Walk back over at most 3 continuation bytes to the lead byte of the last sequence.
@@ -52,13 +54,27 @@ bool append_json_string(std::string& out, std::string_view s) {
     out.append(p + start, i - start);
     start = i + 1;
     switch (c) {
-      case '"': out.append("\\\"", 2); break;
-      case '\\': out.append("\\\\", 2); break;
-      case '\n': out.append("\\n", 2); break;
-      case '\r': out.append("\\r", 2); break;
-      case '\t': out.append("\\t", 2); break;
-      case '\b': out.append("\\b", 2); break;
-      case '\f': out.append("\\f", 2); break;
+      case '"':
+        out.append("\\\"", 2);
+        break;
+      case '\\':
+        out.append("\\\\", 2);
+        break;
+      case '\n':
+        out.append("\\n", 2);
+        break;
+      case '\r':
+        out.append("\\r", 2);
+        break;
+      case '\t':
+        out.append("\\t", 2);
+        break;
+      case '\b':
+        out.append("\\b", 2);
+        break;
+      case '\f':
+        out.append("\\f", 2);
+        break;
       default: {
         static const char hex[] = "0123456789abcdef";
         char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
@@ -163,7 +179,8 @@ void for_each_jsonl(const std::string& path, const std::function<void(nlohmann::
     try {
       j = nlohmann::json::parse(line.begin(), line.end());
     } catch (const nlohmann::json::exception& e) {
-      throw Error(path + ":" + std::to_string(reader.line_number()) + " is not valid JSON (" + e.what() + ")");
+      throw Error(path + ":" + std::to_string(reader.line_number()) + " is not valid JSON (" + e.what() +
+                  ")");
     }
     fn(std::move(j), reader.line_number());
   }

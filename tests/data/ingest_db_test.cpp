@@ -48,7 +48,9 @@ std::string find_binary(const std::string& pattern) {
   return found;
 }
 
-int sh(const std::string& cmd) { return std::system(cmd.c_str()); }
+int sh(const std::string& cmd) {
+  return std::system(cmd.c_str());
+}
 
 // Captures what the process writes to stderr (fd 2) while it lives.
 class StderrCapture {
@@ -83,7 +85,9 @@ std::string ingest_checked(const dsft::data::IngestOptions& o, const std::string
   EXPECT_EQ(err.find(kPassword), std::string::npos) << err;
   EXPECT_EQ(log.find(kPassword), std::string::npos) << log;
   for (const std::string& f : {o.output, dsft::data::default_rejects_path(o.output)})
-    if (std::filesystem::exists(f)) EXPECT_EQ(read(f).find(kPassword), std::string::npos) << f;
+    if (std::filesystem::exists(f)) {
+      EXPECT_EQ(read(f).find(kPassword), std::string::npos) << f;
+    }
   return err;
 }
 
@@ -101,7 +105,7 @@ class IngestPostgres : public ::testing::Test {
     std::string initdb = find_binary("/usr/lib/postgresql/*/bin/initdb");
     pg_ctl_ = find_binary("/usr/lib/postgresql/*/bin/pg_ctl");
     if (initdb.empty() || pg_ctl_.empty()) return;  // each test fails with the reason
-    TempDir* holder = new TempDir;  // removed in TearDownTestSuite
+    TempDir* holder = new TempDir;                  // removed in TearDownTestSuite
     dir_ = holder->path();
     delete_later_ = holder;
     // initdb refuses to run as root: run the server as the postgres user CI's package made.
@@ -122,7 +126,8 @@ class IngestPostgres : public ::testing::Test {
            "/pg_ctl.log 2>&1") != 0)
       return;
     up_ = true;
-    std::string conninfo = "host=127.0.0.1 port=" + std::to_string(port_) + " user=dsft dbname=postgres password=" + kPassword;
+    std::string conninfo =
+        "host=127.0.0.1 port=" + std::to_string(port_) + " user=dsft dbname=postgres password=" + kPassword;
     PGconn* c = PQconnectdb(conninfo.c_str());
     const char* sql =
         "CREATE TABLE products(id int PRIMARY KEY, name text, spec text);"
@@ -142,11 +147,12 @@ class IngestPostgres : public ::testing::Test {
   }
 
   void SetUp() override {
-    ASSERT_TRUE(up_) << "PostgreSQL could not be started (install Debian's postgresql; logs in " << dir_ << ")";
+    ASSERT_TRUE(up_) << "PostgreSQL could not be started (install Debian's postgresql; logs in " << dir_
+                     << ")";
   }
   std::string url(bool with_password = false) const {
-    return "postgresql://dsft" + std::string(with_password ? std::string(":") + kPassword : "") + "@127.0.0.1:" +
-           std::to_string(port_) + "/postgres";
+    return "postgresql://dsft" + std::string(with_password ? std::string(":") + kPassword : "") +
+           "@127.0.0.1:" + std::to_string(port_) + "/postgres";
   }
   static inline TempDir* delete_later_ = nullptr;
 };
@@ -193,7 +199,8 @@ TEST_F(IngestPostgres, PasswordInUrlOrPgpasswordNeverShows) {
   std::string err = ingest_checked(o, d.path());
   EXPECT_NE(err.find("no_such_table"), std::string::npos) << err;
   EXPECT_NE(err.find(url()), std::string::npos) << err;
-  o.sources = {"postgresql://dsft:wrong-" + std::string(kPassword) + "@127.0.0.1:" + std::to_string(port_) + "/postgres"};
+  o.sources = {"postgresql://dsft:wrong-" + std::string(kPassword) + "@127.0.0.1:" + std::to_string(port_) +
+               "/postgres"};
   o.query = "SELECT 1";
   err = ingest_checked(o, d.path());
   EXPECT_NE(err.find("cannot connect"), std::string::npos) << err;
@@ -223,10 +230,17 @@ class IngestMariadb : public ::testing::Test {
            "--skip-test-db --user=" + user + " > " + dir_ + "/install.log 2>&1") != 0)
       return;
     port_ = free_port();
-    std::vector<std::string> args = {server, "--no-defaults", "--datadir=" + dir_ + "/data", "--socket=" + dir_ + "/sock",
-                                     "--port=" + std::to_string(port_), "--bind-address=127.0.0.1",
-                                     "--user=" + user, "--log-error=" + dir_ + "/server.log", "--skip-log-bin",
-                                     "--innodb-buffer-pool-size=16M", "--pid-file=" + dir_ + "/pid"};
+    std::vector<std::string> args = {server,
+                                     "--no-defaults",
+                                     "--datadir=" + dir_ + "/data",
+                                     "--socket=" + dir_ + "/sock",
+                                     "--port=" + std::to_string(port_),
+                                     "--bind-address=127.0.0.1",
+                                     "--user=" + user,
+                                     "--log-error=" + dir_ + "/server.log",
+                                     "--skip-log-bin",
+                                     "--innodb-buffer-pool-size=16M",
+                                     "--pid-file=" + dir_ + "/pid"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -259,7 +273,8 @@ class IngestMariadb : public ::testing::Test {
         std::string("CREATE USER 'dsft'@'127.0.0.1' IDENTIFIED BY '") + kPassword + "'",
         "GRANT SELECT ON shop.* TO 'dsft'@'127.0.0.1'",
         "CREATE TABLE shop.faq(id INT PRIMARY KEY, q TEXT, a TEXT)",
-        "INSERT INTO shop.faq VALUES (1, '保修期多久？', '两年。'), (2, 'Return policy?', NULL), (3, 'Colours?', 'Red and blue.')"};
+        "INSERT INTO shop.faq VALUES (1, '保修期多久？', '两年。'), (2, 'Return policy?', NULL), (3, "
+        "'Colours?', 'Red and blue.')"};
     up_ = true;
     for (const auto& s : sql)
       if (mysql_query(m, s.c_str()) != 0) up_ = false;
@@ -285,7 +300,8 @@ class IngestMariadb : public ::testing::Test {
   }
 
   void SetUp() override {
-    ASSERT_TRUE(up_) << "MariaDB could not be started (install Debian's mariadb-server; logs in " << dir_ << ")";
+    ASSERT_TRUE(up_) << "MariaDB could not be started (install Debian's mariadb-server; logs in " << dir_
+                     << ")";
   }
   std::string url() const { return "mysql://dsft@127.0.0.1:" + std::to_string(port_) + "/shop"; }
 };

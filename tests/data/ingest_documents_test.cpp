@@ -10,9 +10,13 @@ using namespace ingest_test;
 using dsft::data::read_jsonl;
 using dsft::data::run_ingest;
 
-static std::string fixture(const std::string& name) { return std::string(DSFT_SOURCE_DIR) + "/tests/data/fixtures/ingest/" + name; }
+static std::string fixture(const std::string& name) {
+  return std::string(DSFT_SOURCE_DIR) + "/tests/data/fixtures/ingest/" + name;
+}
 
-static bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+static bool has(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 TEST(IngestPdf, TextPerPage) {
   auto pages = dsft::data::pdf_pages(fixture("manual.pdf"));

@@ -95,9 +95,9 @@ TEST(IngestCsv, GbkFileFromExcelIsDetectedAndConverted) {
 
 TEST(IngestCsv, DetectEncodingRules) {
   EXPECT_EQ(dsft::data::detect_encoding("plain ascii", true, "x"), "utf-8");
-  EXPECT_EQ(dsft::data::detect_encoding("\xE4\xBD\xA0\xE5\xA5\xBD", true, "x"), "utf-8");       // 你好 UTF-8
-  EXPECT_EQ(dsft::data::detect_encoding("\xC4\xE3\xBA\xC3", true, "x"), "gb18030");             // 你好 GBK
-  EXPECT_EQ(dsft::data::detect_encoding("\xE4\xBD", false, "x"), "utf-8");                      // cut sequence
+  EXPECT_EQ(dsft::data::detect_encoding("\xE4\xBD\xA0\xE5\xA5\xBD", true, "x"), "utf-8");  // 你好 UTF-8
+  EXPECT_EQ(dsft::data::detect_encoding("\xC4\xE3\xBA\xC3", true, "x"), "gb18030");        // 你好 GBK
+  EXPECT_EQ(dsft::data::detect_encoding("\xE4\xBD", false, "x"), "utf-8");                 // cut sequence
   EXPECT_THROW(dsft::data::detect_encoding(std::string("\x00\xFF\xFE\x80", 4), true, "x"), dsft::Error);
 }
 
@@ -188,7 +188,8 @@ TEST(IngestJson, RecordsKeepShapeIdAndExtraKeys) {
         "{\"text\":\"hello\",\"lang\":\"en\"}\n"
         "\n"
         "{\"id\":\"q7\",\"instruction\":\"Add\",\"input\":\"1+1\",\"output\":\"2\"}\n"
-        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]}\n"
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}"
+        "]}\n"
         "{\"name\":\"widget\",\"price\":3.5,\"tags\":[\"a\"],\"note\":null}\n"
         "\"just a string\"\n");
   run_ingest(options({d / "in.jsonl"}, d / "out.jsonl"));
@@ -267,9 +268,10 @@ TEST(IngestJson, AlpacaArrayAndInvalidLines) {
 
 TEST(IngestJson, OpenAiContentPartsAreJoined) {
   TempDir d;
-  write(d / "m.jsonl",
-        R"({"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":"c"}]})"
-        "\n");
+  write(
+      d / "m.jsonl",
+      R"({"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":"c"}]})"
+      "\n");
   run_ingest(options({d / "m.jsonl"}, d / "out.jsonl"));
   auto recs = read_jsonl(d / "out.jsonl");
   ASSERT_EQ(recs.size(), 1u);
@@ -298,7 +300,8 @@ static void make_sqlite(const std::string& path) {
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   const char* sql =
       "CREATE TABLE products(id INTEGER PRIMARY KEY, name TEXT, spec TEXT, price REAL);"
-      "INSERT INTO products VALUES (1, '螺丝', 'M3 不锈钢', 0.5), (2, 'bolt', NULL, 1.25), (3, 'nut', 'M4', 2);";
+      "INSERT INTO products VALUES (1, '螺丝', 'M3 不锈钢', 0.5), (2, 'bolt', NULL, 1.25), (3, 'nut', 'M4', "
+      "2);";
   char* err = nullptr;
   ASSERT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
   sqlite3_close(db);
@@ -380,13 +383,15 @@ TEST(IngestChunk, NeverInsideAWordAndOverlaps) {
   auto all = words_of(text);
   for (size_t i = 0; i < chunks.size(); ++i) {
     EXPECT_LE(chunks[i].size(), 500u);
-    for (const auto& w : words_of(chunks[i])) EXPECT_TRUE(all.count(w)) << "cut word '" << w << "' in chunk " << i;
+    for (const auto& w : words_of(chunks[i]))
+      EXPECT_TRUE(all.count(w)) << "cut word '" << w << "' in chunk " << i;
     EXPECT_EQ(chunks[i].rfind("Sentence", 0), 0u) << chunks[i].substr(0, 40);  // starts at a sentence
     if (i + 1 < chunks.size()) {
       EXPECT_EQ(chunks[i].back(), '.');
       // The next chunk starts with text taken from the end of this one.
       std::string head = chunks[i + 1].substr(0, 30);
-      EXPECT_NE(chunks[i].find(head, chunks[i].size() - 110), std::string::npos) << "no overlap after chunk " << i;
+      EXPECT_NE(chunks[i].find(head, chunks[i].size() - 110), std::string::npos)
+          << "no overlap after chunk " << i;
     }
   }
   // Every sentence appears in some chunk.
@@ -484,7 +489,8 @@ TEST(IngestCsv, TooManyFieldsIsInvalidButTrailingEmptyFieldsAreNot) {
 TEST(IngestCsv, Utf16TabSeparatedAsExcelSavesUnicodeText) {
   TempDir d;
   write(d / "utf8.txt", "名称\t价格\r\n螺丝\t0.5\r\n");
-  std::string cmd = "iconv -f UTF-8 -t UTF-16 " + (d / "utf8.txt") + " > " + (d / "unicode.tsv");  // with a BOM
+  std::string cmd =
+      "iconv -f UTF-8 -t UTF-16 " + (d / "utf8.txt") + " > " + (d / "unicode.tsv");  // with a BOM
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   run_ingest(options({d / "unicode.tsv"}, d / "out.jsonl"));
   auto recs = read_jsonl(d / "out.jsonl");

@@ -29,7 +29,9 @@ struct Tmp {
   std::string operator/(const std::string& n) const { return dir + "/" + n; }
 };
 
-void write(const std::string& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+void write(const std::string& p, const std::string& s) {
+  std::ofstream(p, std::ios::binary) << s;
+}
 std::string read(const std::string& p) {
   std::ifstream f(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(f), {});
@@ -45,9 +47,11 @@ size_t lines(const std::string& s) {
 TEST(IngestCli, CsvWithTemplateWritesRecordsAndOneSummaryLine) {
   Tmp t;
   write(t / "specs.csv", "id,spec\nA1,\"不锈钢,\n耐腐蚀\"\nA2,铝合金\n");
-  write(t / "chat.jsonl", R"({"conversations":[{"from":"human","value":"hi"},{"from":"gpt","value":"hello"}]})" "\n");
-  auto r = e2e::run_dsft("ingest " + (t / "specs.csv") + " " + (t / "chat.jsonl") + " -o " + (t / "out.jsonl") +
-                         " --template '产品{id}的规格是{spec}' 2>&1");
+  write(t / "chat.jsonl",
+        R"({"conversations":[{"from":"human","value":"hi"},{"from":"gpt","value":"hello"}]})"
+        "\n");
+  auto r = e2e::run_dsft("ingest " + (t / "specs.csv") + " " + (t / "chat.jsonl") + " -o " +
+                         (t / "out.jsonl") + " --template '产品{id}的规格是{spec}' 2>&1");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(lines(r.out), 1u) << r.out;
   EXPECT_NE(r.out.find("ingest: 3 records"), std::string::npos) << r.out;
@@ -65,7 +69,8 @@ TEST(IngestCli, CsvWithTemplateWritesRecordsAndOneSummaryLine) {
 TEST(IngestCli, FailureIsOneLineExitOneAndNoOutputFile) {
   Tmp t;
   write(t / "specs.csv", "id,spec\nA1,steel\nA2,\n");
-  auto r = e2e::run_dsft("ingest " + (t / "specs.csv") + " -o " + (t / "out.jsonl") + " --template '{id}:{spec}'");
+  auto r =
+      e2e::run_dsft("ingest " + (t / "specs.csv") + " -o " + (t / "out.jsonl") + " --template '{id}:{spec}'");
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_EQ(lines(r.out), 1u) << r.out;
   EXPECT_NE(r.out.find("specs.csv:row 3"), std::string::npos) << r.out;
@@ -73,7 +78,8 @@ TEST(IngestCli, FailureIsOneLineExitOneAndNoOutputFile) {
   EXPECT_FALSE(fs::exists(t / "out.jsonl"));
   EXPECT_EQ(std::distance(fs::directory_iterator(t.dir), fs::directory_iterator{}), 1);  // no temp file left
 
-  r = e2e::run_dsft("ingest " + (t / "specs.csv") + " -o " + (t / "out.jsonl") + " --template '{id}:{spec}' --skip-missing");
+  r = e2e::run_dsft("ingest " + (t / "specs.csv") + " -o " + (t / "out.jsonl") +
+                    " --template '{id}:{spec}' --skip-missing");
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("1 rejected"), std::string::npos) << r.out;
   EXPECT_EQ(lines(read(t / "out.rejects.jsonl")), 1u);
@@ -99,7 +105,8 @@ TEST(IngestCli, DatabasePasswordNeverPrinted) {
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_EQ(r.out.find("Sup3rS3cret"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("postgresql://alice@127.0.0.1:1/shop"), std::string::npos) << r.out;
-  r = e2e::run_dsft("ingest 'mysql://bob:Sup3rS3cret@127.0.0.1:1/shop' -o " + (t / "o.jsonl") + " --query 'SELECT 1'");
+  r = e2e::run_dsft("ingest 'mysql://bob:Sup3rS3cret@127.0.0.1:1/shop' -o " + (t / "o.jsonl") +
+                    " --query 'SELECT 1'");
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_EQ(r.out.find("Sup3rS3cret"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(t / "o.jsonl"));

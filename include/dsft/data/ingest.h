@@ -22,29 +22,30 @@ struct IngestOptions {
   std::vector<std::string> sources;  // files, directories, sqlite/postgresql/mysql URLs
   std::string output;                // records.jsonl (written atomically)
   std::string rejects;               // default: <output without .jsonl>.rejects.jsonl
-  std::string format = "auto";       // auto|csv|tsv|jsonl|json|sqlite|postgres|mysql|pdf|docx|pptx|xlsx|html|md|txt|alpaca|sharegpt
+  std::string format =
+      "auto";  // auto|csv|tsv|jsonl|json|sqlite|postgres|mysql|pdf|docx|pptx|xlsx|html|md|txt|alpaca|sharegpt
   std::string query;                 // SQL for database sources
   std::string password_env;          // name of an environment variable holding the DB password
   std::string text_template;         // --template: rows -> {"text"}
   std::string instruction_template;  // --instruction-template / --input-template / --output-template
   std::string input_template;
   std::string output_template;
-  bool skip_missing = false;  // rows lacking a template field -> rejects instead of an error
-  bool skip_invalid = false;  // invalid records/rows -> rejects instead of an error
-  std::string delimiter;      // CSV delimiter ("" = detect; "\t", ",", ";", "|" or one char)
-  std::string encoding = "auto";  // auto|utf-8|gb18030|gbk|utf-16|<any iconv name>
+  bool skip_missing = false;         // rows lacking a template field -> rejects instead of an error
+  bool skip_invalid = false;         // invalid records/rows -> rejects instead of an error
+  std::string delimiter;             // CSV delimiter ("" = detect; "\t", ",", ";", "|" or one char)
+  std::string encoding = "auto";     // auto|utf-8|gb18030|gbk|utf-16|<any iconv name>
   std::vector<std::string> include;  // fnmatch globs for files found in directories
   std::vector<std::string> exclude;
-  size_t chunk_size = 2000;   // characters (code points) per document chunk
-  size_t chunk_overlap = 200; // characters repeated from the end of the previous chunk
+  size_t chunk_size = 2000;    // characters (code points) per document chunk
+  size_t chunk_overlap = 200;  // characters repeated from the end of the previous chunk
 };
 
 struct SourceSummary {
-  std::string name;      // the display name used in "source" (never with a password)
-  std::string format;    // the format it was read as
+  std::string name;    // the display name used in "source" (never with a password)
+  std::string format;  // the format it was read as
   size_t written = 0;
   size_t rejected = 0;
-  size_t empty = 0;      // empty rows / pages without text
+  size_t empty = 0;  // empty rows / pages without text
 };
 
 struct IngestSummary {

@@ -50,7 +50,10 @@ class CsvReader {
   bool eof_ = false, started_ = false;
   size_t record_no_ = 0, line_ = 1, record_line_ = 0;
   std::string arena_;
-  struct Span { size_t off, len; bool in_arena; };
+  struct Span {
+    size_t off, len;
+    bool in_arena;
+  };
   std::vector<Span> spans_;
 };
 
@@ -72,7 +75,11 @@ class RowTemplate {
   void render(std::string& out, const std::vector<std::string_view>& values) const;
 
  private:
-  struct Part { bool is_field; std::string literal; size_t field; };
+  struct Part {
+    bool is_field;
+    std::string literal;
+    size_t field;
+  };
   std::string text_;
   std::vector<Part> parts_;
   std::vector<std::string> fields_;
@@ -90,9 +97,9 @@ std::vector<std::string> chunk_text(std::string_view text, size_t chunk_size, si
 
 // ---- documents ----
 
-std::vector<std::string> pdf_pages(const std::string& path);     // text per page (poppler-cpp)
-std::string docx_text(const std::string& path);                  // paragraphs and tables
-std::vector<std::string> pptx_slides(const std::string& path);   // text per slide, in slide order
+std::vector<std::string> pdf_pages(const std::string& path);    // text per page (poppler-cpp)
+std::string docx_text(const std::string& path);                 // paragraphs and tables
+std::vector<std::string> pptx_slides(const std::string& path);  // text per slide, in slide order
 struct XlsxSheet {
   std::string name;
   std::vector<size_t> row_numbers;             // Excel's row numbers (1-based)

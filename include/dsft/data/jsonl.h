@@ -51,7 +51,9 @@ class LineReader {
 // Buffers output lines and writes them to a FILE* in large blocks.
 class JsonlWriter {
  public:
-  JsonlWriter(std::FILE* f, std::string name) : f_(f), name_(std::move(name)) { buf_.reserve(kFlushAt + 4096); }
+  JsonlWriter(std::FILE* f, std::string name) : f_(f), name_(std::move(name)) {
+    buf_.reserve(kFlushAt + 4096);
+  }
   ~JsonlWriter() = default;
   // Append one line's bytes to buffer() and then call end_line().
   std::string& buffer() { return buf_; }

@@ -19,20 +19,32 @@ void decode(std::string_view s, std::vector<char32_t>& cps, std::vector<size_t>&
     unsigned char c = p[i];
     char32_t cp;
     size_t len;
-    if (c < 0x80) { cp = c; len = 1; }
-    else if ((c >> 5) == 0x6 && i + 1 < n) { cp = ((c & 0x1F) << 6) | (p[i + 1] & 0x3F); len = 2; }
-    else if ((c >> 4) == 0xE && i + 2 < n) { cp = ((c & 0x0F) << 12) | ((p[i + 1] & 0x3F) << 6) | (p[i + 2] & 0x3F); len = 3; }
-    else if ((c >> 3) == 0x1E && i + 3 < n) {
+    if (c < 0x80) {
+      cp = c;
+      len = 1;
+    } else if ((c >> 5) == 0x6 && i + 1 < n) {
+      cp = ((c & 0x1F) << 6) | (p[i + 1] & 0x3F);
+      len = 2;
+    } else if ((c >> 4) == 0xE && i + 2 < n) {
+      cp = ((c & 0x0F) << 12) | ((p[i + 1] & 0x3F) << 6) | (p[i + 2] & 0x3F);
+      len = 3;
+    } else if ((c >> 3) == 0x1E && i + 3 < n) {
       cp = ((c & 0x07) << 18) | ((p[i + 1] & 0x3F) << 12) | ((p[i + 2] & 0x3F) << 6) | (p[i + 3] & 0x3F);
       len = 4;
-    } else { cp = 0xFFFD; len = 1; }
+    } else {
+      cp = 0xFFFD;
+      len = 1;
+    }
     cps.push_back(cp);
     i += len;
   }
   offs.push_back(n);
 }
 
-bool is_space(char32_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0xA0 || c == 0x3000 || c == '\f' || c == '\v'; }
+bool is_space(char32_t c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0xA0 || c == 0x3000 || c == '\f' ||
+         c == '\v';
+}
 
 // Scripts written without spaces between words, where a cut between two characters is not a
 // cut inside a word.
@@ -40,12 +52,19 @@ bool is_cjk(char32_t c) {
   return (c >= 0x3000 && c <= 0x30FF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x4E00 && c <= 0x9FFF) ||
          (c >= 0xF900 && c <= 0xFAFF) || (c >= 0xFF00 && c <= 0xFFEF) || (c >= 0x20000 && c <= 0x3FFFF);
 }
-bool is_cjk_sentence_end(char32_t c) { return c == 0x3002 || c == 0xFF01 || c == 0xFF1F || c == 0x2026 || c == 0xFF0E; }
-bool is_latin_sentence_end(char32_t c) { return c == '.' || c == '!' || c == '?'; }
-bool is_closer(char32_t c) {
-  return c == '"' || c == '\'' || c == ')' || c == 0x201D || c == 0x2019 || c == 0xFF09 || c == 0x300D || c == 0x300F;
+bool is_cjk_sentence_end(char32_t c) {
+  return c == 0x3002 || c == 0xFF01 || c == 0xFF1F || c == 0x2026 || c == 0xFF0E;
 }
-bool is_clause_mark(char32_t c) { return c == ',' || c == ';' || c == ':' || c == 0xFF0C || c == 0x3001 || c == 0xFF1B || c == 0xFF1A; }
+bool is_latin_sentence_end(char32_t c) {
+  return c == '.' || c == '!' || c == '?';
+}
+bool is_closer(char32_t c) {
+  return c == '"' || c == '\'' || c == ')' || c == 0x201D || c == 0x2019 || c == 0xFF09 || c == 0x300D ||
+         c == 0x300F;
+}
+bool is_clause_mark(char32_t c) {
+  return c == ',' || c == ';' || c == ':' || c == 0xFF0C || c == 0x3001 || c == 0xFF1B || c == 0xFF1A;
+}
 
 struct Text {
   std::vector<char32_t> cp;

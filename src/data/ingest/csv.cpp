@@ -136,8 +136,7 @@ CsvReader::Parse CsvReader::parse_record(std::vector<std::string_view>& fields) 
   }
   fields.clear();
   fields.reserve(spans_.size());
-  for (const Span& s : spans_)
-    fields.emplace_back(s.in_arena ? arena_.data() + s.off : b + s.off, s.len);
+  for (const Span& s : spans_) fields.emplace_back(s.in_arena ? arena_.data() + s.off : b + s.off, s.len);
   pos_ = p;
   record_line_ = line_;
   line_ += lines;

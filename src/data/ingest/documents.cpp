@@ -4,7 +4,6 @@
 #include <poppler-document.h>
 #include <poppler-global.h>
 #include <poppler-page.h>
-#include <pugixml.hpp>
 #include <zip.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <pugixml.hpp>
 
 #include "dsft/data/ingest_text.h"
 #include "dsft/util/error.h"
@@ -25,7 +25,8 @@ std::vector<std::string> pdf_pages(const std::string& path) {
   poppler::set_debug_error_function([](const std::string&, void*) {}, nullptr);
   std::unique_ptr<poppler::document> doc(poppler::document::load_from_file(path));
   if (!doc) throw Error("cannot read PDF " + path + " (not a PDF file, or damaged)");
-  if (doc->is_locked()) throw Error("PDF " + path + " is encrypted with a password; decrypt it before ingesting");
+  if (doc->is_locked())
+    throw Error("PDF " + path + " is encrypted with a password; decrypt it before ingesting");
   std::vector<std::string> pages;
   for (int i = 0; i < doc->pages(); ++i) {
     std::unique_ptr<poppler::page> page(doc->create_page(i));
@@ -68,7 +69,8 @@ class ZipPackage {
     std::string out(st.size, '\0');
     zip_int64_t got = zip_fread(f, out.data(), st.size);
     zip_fclose(f);
-    if (got < 0 || static_cast<zip_uint64_t>(got) != st.size) throw Error("cannot read part '" + name + "' of " + path_);
+    if (got < 0 || static_cast<zip_uint64_t>(got) != st.size)
+      throw Error("cannot read part '" + name + "' of " + path_);
     return out;
   }
 
@@ -112,11 +114,16 @@ void word_runs(const pugi::xml_node& node, std::string& out) {
   for (auto c : node.children()) {
     if (c.type() != pugi::node_element) continue;
     std::string_view n = c.name();
-    if (n == "w:t") out += c.text().get();
-    else if (n == "w:tab") out += '\t';
-    else if (n == "w:br" || n == "w:cr") out += '\n';
-    else if (n == "w:delText" || n == "w:instrText" || n == "w:rPr" || n == "w:pPr") continue;
-    else word_runs(c, out);
+    if (n == "w:t")
+      out += c.text().get();
+    else if (n == "w:tab")
+      out += '\t';
+    else if (n == "w:br" || n == "w:cr")
+      out += '\n';
+    else if (n == "w:delText" || n == "w:instrText" || n == "w:rPr" || n == "w:pPr")
+      continue;
+    else
+      word_runs(c, out);
   }
 }
 
@@ -156,7 +163,8 @@ void word_block(const pugi::xml_node& node, std::vector<std::string>& paras) {
         table += row;
       }
       if (!table.empty()) paras.push_back(std::move(table));
-    } else if (n == "w:sdt" || n == "w:sdtContent" || n == "w:customXml" || n == "w:ins" || n == "w:smartTag") {
+    } else if (n == "w:sdt" || n == "w:sdtContent" || n == "w:customXml" || n == "w:ins" ||
+               n == "w:smartTag") {
       word_block(c, paras);
     }
   }
@@ -169,8 +177,10 @@ void drawing_paragraphs(const pugi::xml_node& node, std::vector<std::string>& pa
     if (name_is(c, "p") && std::strncmp(c.name(), "a:", 2) == 0) {
       std::string t;
       for (auto r : c.children()) {
-        if (name_is(r, "r") || name_is(r, "fld")) t += r.child("a:t").text().get();
-        else if (name_is(r, "br")) t += '\n';
+        if (name_is(r, "r") || name_is(r, "fld"))
+          t += r.child("a:t").text().get();
+        else if (name_is(r, "br"))
+          t += '\n';
       }
       if (t.find_first_not_of(" \t\n") != std::string::npos) paras.push_back(std::move(t));
     } else {
@@ -206,7 +216,8 @@ std::vector<std::string> pptx_slides(const std::string& path) {
   // Slide order is the order of p:sldIdLst, not the numbers in the part names.
   for (auto sld : pres.child("p:presentation").child("p:sldIdLst").children("p:sldId")) {
     auto it = rels.find(sld.attribute("r:id").as_string());
-    if (it == rels.end()) throw Error(path + ": slide relationship '" + sld.attribute("r:id").as_string() + "' is missing");
+    if (it == rels.end())
+      throw Error(path + ": slide relationship '" + sld.attribute("r:id").as_string() + "' is missing");
     pugi::xml_document slide;
     zip.parse(it->second, slide);
     std::vector<std::string> paras;
@@ -228,9 +239,12 @@ namespace {
 size_t column_index(std::string_view ref) {  // "BC12" -> 54 (0-based)
   size_t col = 0;
   for (char c : ref) {
-    if (c >= 'A' && c <= 'Z') col = col * 26 + (c - 'A' + 1);
-    else if (c >= 'a' && c <= 'z') col = col * 26 + (c - 'a' + 1);
-    else break;
+    if (c >= 'A' && c <= 'Z')
+      col = col * 26 + (c - 'A' + 1);
+    else if (c >= 'a' && c <= 'z')
+      col = col * 26 + (c - 'a' + 1);
+    else
+      break;
   }
   return col == 0 ? 0 : col - 1;
 }
@@ -238,8 +252,10 @@ size_t column_index(std::string_view ref) {  // "BC12" -> 54 (0-based)
 std::string shared_string_text(const pugi::xml_node& si) {
   std::string s;
   for (auto c : si.children()) {
-    if (name_is(c, "t")) s += c.text().get();
-    else if (name_is(c, "r")) s += c.child("t").text().get();  // rich-text runs; rPh (phonetic) skipped
+    if (name_is(c, "t"))
+      s += c.text().get();
+    else if (name_is(c, "r"))
+      s += c.child("t").text().get();  // rich-text runs; rPh (phonetic) skipped
   }
   return s;
 }
@@ -251,10 +267,14 @@ bool is_date_format(int id, const std::string& code) {
   if (code.empty()) return false;
   bool quoted = false, bracket = false;
   for (char c : code) {
-    if (c == '"') quoted = !quoted;
-    else if (!quoted && c == '[') bracket = true;
-    else if (!quoted && c == ']') bracket = false;
-    else if (!quoted && !bracket && std::strchr("dmyhsDMYHS", c)) return true;
+    if (c == '"')
+      quoted = !quoted;
+    else if (!quoted && c == '[')
+      bracket = true;
+    else if (!quoted && c == ']')
+      bracket = false;
+    else if (!quoted && !bracket && std::strchr("dmyhsDMYHS", c))
+      return true;
   }
   return false;
 }
@@ -290,7 +310,8 @@ std::string format_date(const std::string& v) {
   if (days == 0 && secs > 0)
     std::snprintf(buf, sizeof buf, "%02ld:%02ld:%02ld", secs / 3600, secs / 60 % 60, secs % 60);
   else if (secs > 0 && secs < 86400)
-    std::snprintf(buf, sizeof buf, "%04ld-%02ld-%02ld %02ld:%02ld:%02ld", y, m, d, secs / 3600, secs / 60 % 60, secs % 60);
+    std::snprintf(buf, sizeof buf, "%04ld-%02ld-%02ld %02ld:%02ld:%02ld", y, m, d, secs / 3600,
+                  secs / 60 % 60, secs % 60);
   else
     std::snprintf(buf, sizeof buf, "%04ld-%02ld-%02ld", y, m, d);
   return buf;
@@ -346,7 +367,8 @@ std::vector<XlsxSheet> xlsx_sheets(const std::string& path) {
         if (t == "s") {
           size_t idx = static_cast<size_t>(std::strtoull(v.c_str(), nullptr, 10));
           if (v.empty() || idx >= shared.size())
-            throw Error(path + ": sheet '" + sheet.name + "' cell " + ref + " names shared string " + v + " which does not exist");
+            throw Error(path + ": sheet '" + sheet.name + "' cell " + ref + " names shared string " + v +
+                        " which does not exist");
           value = shared[idx];
         } else if (t == "inlineStr") {
           value = shared_string_text(c.child("is"));
@@ -403,13 +425,34 @@ struct HtmlText {
 
 bool is_block(GumboTag t) {
   switch (t) {
-    case GUMBO_TAG_P: case GUMBO_TAG_DIV: case GUMBO_TAG_H1: case GUMBO_TAG_H2: case GUMBO_TAG_H3:
-    case GUMBO_TAG_H4: case GUMBO_TAG_H5: case GUMBO_TAG_H6: case GUMBO_TAG_UL: case GUMBO_TAG_OL:
-    case GUMBO_TAG_DL: case GUMBO_TAG_TABLE: case GUMBO_TAG_BLOCKQUOTE: case GUMBO_TAG_PRE:
-    case GUMBO_TAG_SECTION: case GUMBO_TAG_ARTICLE: case GUMBO_TAG_HEADER: case GUMBO_TAG_FOOTER:
-    case GUMBO_TAG_NAV: case GUMBO_TAG_ASIDE: case GUMBO_TAG_MAIN: case GUMBO_TAG_FIGURE:
-    case GUMBO_TAG_FORM: case GUMBO_TAG_ADDRESS: case GUMBO_TAG_HR: case GUMBO_TAG_FIELDSET:
-    case GUMBO_TAG_DETAILS: case GUMBO_TAG_CAPTION:
+    case GUMBO_TAG_P:
+    case GUMBO_TAG_DIV:
+    case GUMBO_TAG_H1:
+    case GUMBO_TAG_H2:
+    case GUMBO_TAG_H3:
+    case GUMBO_TAG_H4:
+    case GUMBO_TAG_H5:
+    case GUMBO_TAG_H6:
+    case GUMBO_TAG_UL:
+    case GUMBO_TAG_OL:
+    case GUMBO_TAG_DL:
+    case GUMBO_TAG_TABLE:
+    case GUMBO_TAG_BLOCKQUOTE:
+    case GUMBO_TAG_PRE:
+    case GUMBO_TAG_SECTION:
+    case GUMBO_TAG_ARTICLE:
+    case GUMBO_TAG_HEADER:
+    case GUMBO_TAG_FOOTER:
+    case GUMBO_TAG_NAV:
+    case GUMBO_TAG_ASIDE:
+    case GUMBO_TAG_MAIN:
+    case GUMBO_TAG_FIGURE:
+    case GUMBO_TAG_FORM:
+    case GUMBO_TAG_ADDRESS:
+    case GUMBO_TAG_HR:
+    case GUMBO_TAG_FIELDSET:
+    case GUMBO_TAG_DETAILS:
+    case GUMBO_TAG_CAPTION:
       return true;
     default:
       return false;
@@ -422,17 +465,30 @@ void walk(const GumboNode* node, HtmlText& t, bool pre) {
     return;
   }
   if (node->type == GUMBO_NODE_WHITESPACE) {
-    if (pre) t.text(node->v.text.text, true);
-    else t.space = true;
+    if (pre)
+      t.text(node->v.text.text, true);
+    else
+      t.space = true;
     return;
   }
-  if (node->type != GUMBO_NODE_ELEMENT && node->type != GUMBO_NODE_DOCUMENT && node->type != GUMBO_NODE_TEMPLATE) return;
-  const GumboVector* children = node->type == GUMBO_NODE_DOCUMENT ? &node->v.document.children : &node->v.element.children;
+  if (node->type != GUMBO_NODE_ELEMENT && node->type != GUMBO_NODE_DOCUMENT &&
+      node->type != GUMBO_NODE_TEMPLATE)
+    return;
+  const GumboVector* children =
+      node->type == GUMBO_NODE_DOCUMENT ? &node->v.document.children : &node->v.element.children;
   GumboTag tag = node->type == GUMBO_NODE_DOCUMENT ? GUMBO_TAG_HTML : node->v.element.tag;
   switch (tag) {  // not visible
-    case GUMBO_TAG_SCRIPT: case GUMBO_TAG_STYLE: case GUMBO_TAG_NOSCRIPT: case GUMBO_TAG_TEMPLATE:
-    case GUMBO_TAG_HEAD: case GUMBO_TAG_IFRAME: case GUMBO_TAG_OBJECT: case GUMBO_TAG_SVG:
-    case GUMBO_TAG_CANVAS: case GUMBO_TAG_SELECT: case GUMBO_TAG_BUTTON:
+    case GUMBO_TAG_SCRIPT:
+    case GUMBO_TAG_STYLE:
+    case GUMBO_TAG_NOSCRIPT:
+    case GUMBO_TAG_TEMPLATE:
+    case GUMBO_TAG_HEAD:
+    case GUMBO_TAG_IFRAME:
+    case GUMBO_TAG_OBJECT:
+    case GUMBO_TAG_SVG:
+    case GUMBO_TAG_CANVAS:
+    case GUMBO_TAG_SELECT:
+    case GUMBO_TAG_BUTTON:
       return;
     default:
       break;
@@ -447,9 +503,11 @@ void walk(const GumboNode* node, HtmlText& t, bool pre) {
   if (block) t.brk(2);
   if (line) t.brk(1);
   bool cell = tag == GUMBO_TAG_TD || tag == GUMBO_TAG_TH;
-  if (cell && node->index_within_parent > 0 && !t.out.empty() && t.pending == 0) t.text(" |", false), t.space = true;
+  if (cell && node->index_within_parent > 0 && !t.out.empty() && t.pending == 0)
+    t.text(" |", false), t.space = true;
   for (unsigned i = 0; i < children->length; ++i)
-    walk(static_cast<const GumboNode*>(children->data[i]), t, pre || tag == GUMBO_TAG_PRE || tag == GUMBO_TAG_TEXTAREA);
+    walk(static_cast<const GumboNode*>(children->data[i]), t,
+         pre || tag == GUMBO_TAG_PRE || tag == GUMBO_TAG_TEXTAREA);
   if (block) t.brk(2);
   if (line) t.brk(1);
 }

@@ -18,7 +18,8 @@ std::string canonical_encoding(const std::string& e) {
   std::string l;
   for (char c : e) l.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
   if (l == "utf8" || l == "utf-8" || l == "utf-8-sig") return "utf-8";
-  if (l == "gbk" || l == "cp936" || l == "gb2312" || l == "gb18030") return "gb18030";  // GB18030 ⊃ GBK ⊃ GB2312
+  if (l == "gbk" || l == "cp936" || l == "gb2312" || l == "gb18030")
+    return "gb18030";  // GB18030 ⊃ GBK ⊃ GB2312
   if (l == "utf16" || l == "utf-16") return "utf-16";
   if (l == "utf16le" || l == "utf-16le") return "utf-16le";
   if (l == "utf16be" || l == "utf-16be") return "utf-16be";
@@ -28,7 +29,8 @@ std::string canonical_encoding(const std::string& e) {
 iconv_t open_iconv(const std::string& from, const std::string& name) {
   iconv_t cd = iconv_open("UTF-8", from.c_str());
   if (cd == reinterpret_cast<iconv_t>(-1))
-    throw UsageError("unknown encoding '" + from + "' for " + name + " (try utf-8, gb18030, utf-16 or an iconv name)");
+    throw UsageError("unknown encoding '" + from + "' for " + name +
+                     " (try utf-8, gb18030, utf-16 or an iconv name)");
   return cd;
 }
 
@@ -124,7 +126,9 @@ std::string detect_encoding(std::string_view sample, bool complete, const std::s
   if (is_valid_utf8(check)) return "utf-8";
   if (std::memchr(sample.data(), '\0', sample.size()) == nullptr && decodes_as_gb18030(sample, complete))
     return "gb18030";
-  throw Error(name + " is neither UTF-8 nor GB18030/GBK text (pass --encoding with its encoding, e.g. --encoding big5)");
+  throw Error(
+      name +
+      " is neither UTF-8 nor GB18030/GBK text (pass --encoding with its encoding, e.g. --encoding big5)");
 }
 
 std::FILE* open_utf8(const std::string& path, const std::string& encoding, std::string* used) {

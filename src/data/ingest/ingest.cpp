@@ -9,11 +9,11 @@
 #include <memory>
 #include <set>
 
+#include "data/ingest/internal.h"
 #include "dsft/util/error.h"
 #include "dsft/util/fs.h"
 #include "dsft/util/log.h"
 #include "dsft/util/strings.h"
-#include "data/ingest/internal.h"
 
 namespace dsft::data {
 
@@ -22,8 +22,9 @@ using namespace ingest;
 
 namespace {
 
-const std::vector<std::string> kFormats = {"auto", "csv",  "tsv",  "jsonl", "json", "sqlite", "postgres", "mysql", "pdf",
-                                           "docx", "pptx", "xlsx", "html",  "md",   "txt",    "alpaca",   "sharegpt"};
+const std::vector<std::string> kFormats = {"auto",     "csv",   "tsv", "jsonl",  "json",    "sqlite",
+                                           "postgres", "mysql", "pdf", "docx",   "pptx",    "xlsx",
+                                           "html",     "md",    "txt", "alpaca", "sharegpt"};
 
 struct Input {
   std::string path;    // file path or database URL
@@ -70,7 +71,8 @@ std::string format_from_content(const std::string& path) {
   }
   if (head.find('\0') != std::string::npos) return "";
   size_t i = head.find_first_not_of(" \t\r\n");
-  if (i != std::string::npos && head.compare(i, 3, "\xEF\xBB\xBF") == 0) i = head.find_first_not_of(" \t\r\n", i + 3);
+  if (i != std::string::npos && head.compare(i, 3, "\xEF\xBB\xBF") == 0)
+    i = head.find_first_not_of(" \t\r\n", i + 3);
   if (i == std::string::npos) return "txt";
   if (head[i] == '[') return "json";
   if (head[i] == '{') {
@@ -79,8 +81,9 @@ std::string format_from_content(const std::string& path) {
     return !first.empty() && first.back() == '}' ? "jsonl" : "json";
   }
   std::string l = lower(head.substr(i, 1024));
-  if (head[i] == '<' && (l.find("<html") != std::string::npos || l.find("<!doctype html") != std::string::npos ||
-                         l.find("<body") != std::string::npos || l.find("<p") != std::string::npos))
+  if (head[i] == '<' &&
+      (l.find("<html") != std::string::npos || l.find("<!doctype html") != std::string::npos ||
+       l.find("<body") != std::string::npos || l.find("<p") != std::string::npos))
     return "html";
   return "txt";
 }
@@ -117,7 +120,8 @@ std::vector<Input> expand_sources(const IngestOptions& opt, const std::string& r
     std::string scheme = url_format(src);
     if (!scheme.empty()) {
       if (forced_file_format && forced != scheme)
-        throw UsageError("--format " + forced + " does not fit the database URL " + url_without_password(src));
+        throw UsageError("--format " + forced + " does not fit the database URL " +
+                         url_without_password(src));
       inputs.push_back({src, scheme == "sqlite" ? src : url_without_password(src), scheme});
       continue;
     }
@@ -145,7 +149,8 @@ std::vector<Input> expand_sources(const IngestOptions& opt, const std::string& r
       }
       std::sort(rels.begin(), rels.end());
       std::string dir_name = fs::path(src).lexically_normal().filename().string();
-      if (dir_name.empty() || dir_name == ".") dir_name = fs::path(src).lexically_normal().parent_path().filename().string();
+      if (dir_name.empty() || dir_name == ".")
+        dir_name = fs::path(src).lexically_normal().parent_path().filename().string();
       for (const auto& rel : rels) {
         if (!opt.include.empty() && !matches_any(opt.include, rel)) continue;
         if (matches_any(opt.exclude, rel)) continue;
@@ -174,7 +179,8 @@ std::vector<Input> expand_sources(const IngestOptions& opt, const std::string& r
 }
 
 void check_options(const IngestOptions& opt) {
-  if (opt.sources.empty()) throw UsageError("ingest needs at least one SOURCE (a file, a directory or a database URL)");
+  if (opt.sources.empty())
+    throw UsageError("ingest needs at least one SOURCE (a file, a directory or a database URL)");
   if (opt.output.empty()) throw UsageError("ingest needs -o OUTPUT.jsonl");
   if (std::find(kFormats.begin(), kFormats.end(), opt.format) == kFormats.end())
     throw UsageError("unknown --format '" + opt.format + "' (expected " + util::join(kFormats, ", ") + ")" +
@@ -182,14 +188,18 @@ void check_options(const IngestOptions& opt) {
   bool text = !opt.text_template.empty();
   bool pair = !opt.instruction_template.empty() || !opt.output_template.empty();
   if (text && (pair || !opt.input_template.empty()))
-    throw UsageError("--template makes {\"text\"} records; it cannot be combined with --instruction-template/--output-template");
+    throw UsageError(
+        "--template makes {\"text\"} records; it cannot be combined with "
+        "--instruction-template/--output-template");
   if (pair && (opt.instruction_template.empty() || opt.output_template.empty()))
-    throw UsageError("--instruction-template and --output-template go together (--input-template is optional)");
-  if (!opt.input_template.empty() && !pair) throw UsageError("--input-template needs --instruction-template and --output-template");
+    throw UsageError(
+        "--instruction-template and --output-template go together (--input-template is optional)");
+  if (!opt.input_template.empty() && !pair)
+    throw UsageError("--input-template needs --instruction-template and --output-template");
   if (opt.chunk_size == 0) throw UsageError("--chunk-size must be at least 1");
   if (opt.chunk_overlap >= opt.chunk_size)
-    throw UsageError("--chunk-overlap (" + std::to_string(opt.chunk_overlap) + ") must be smaller than --chunk-size (" +
-                     std::to_string(opt.chunk_size) + ")");
+    throw UsageError("--chunk-overlap (" + std::to_string(opt.chunk_overlap) +
+                     ") must be smaller than --chunk-size (" + std::to_string(opt.chunk_size) + ")");
   if (!opt.delimiter.empty()) parse_delimiter(opt.delimiter);
   // Templates are checked for syntax before any input is read.
   if (text) RowTemplate(opt.text_template, "--template");
@@ -258,8 +268,9 @@ IngestSummary run_ingest(const IngestOptions& opt_in) {
   for (const auto& in : inputs)
     if (same_file(in.path, opt.output))
       throw UsageError("the output file " + opt.output + " is also a source; write the output elsewhere");
-  if (inputs.empty()) throw Error("no input files found in " + util::join(opt.sources, ", ") +
-                                  (opt.include.empty() ? "" : " matching --include"));
+  if (inputs.empty())
+    throw Error("no input files found in " + util::join(opt.sources, ", ") +
+                (opt.include.empty() ? "" : " matching --include"));
   IngestSummary summary;
   auto run = [&](std::FILE* out, std::FILE* rej) {
     JsonlWriter writer(out, opt.output);

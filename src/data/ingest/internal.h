@@ -17,7 +17,8 @@ enum class Problem { missing_field, invalid };
 
 class Sink {
  public:
-  Sink(const IngestOptions& opt, JsonlWriter& out, JsonlWriter* rejects) : opt_(opt), out_(out), rejects_(rejects) {}
+  Sink(const IngestOptions& opt, JsonlWriter& out, JsonlWriter* rejects)
+      : opt_(opt), out_(out), rejects_(rejects) {}
 
   void begin_source(const std::string& name, const std::string& format);
   SourceSummary& current() { return summary_.sources.back(); }
@@ -82,20 +83,23 @@ class RowConverter {
   std::string scratch_;
   std::vector<std::string_view> field_values_;
 
-  nlohmann::json row_json(const std::vector<std::string_view>& names, const std::vector<std::string_view>& values,
-                          const std::vector<char>& null) const;
-  bool render(const RowTemplate& t, const std::vector<size_t>* idx, const std::vector<std::string_view>& names,
-              const std::vector<std::string_view>& values, const std::vector<char>& null, std::string& out,
-              std::string& missing);
+  nlohmann::json row_json(const std::vector<std::string_view>& names,
+                          const std::vector<std::string_view>& values, const std::vector<char>& null) const;
+  bool render(const RowTemplate& t, const std::vector<size_t>* idx,
+              const std::vector<std::string_view>& names, const std::vector<std::string_view>& values,
+              const std::vector<char>& null, std::string& out, std::string& missing);
 };
 
 // Sources.
-void ingest_csv(const std::string& path, const std::string& name, char delimiter, const IngestOptions& opt, Sink& sink);
-void ingest_json(const std::string& path, const std::string& name, bool lines, const IngestOptions& opt, Sink& sink);
+void ingest_csv(const std::string& path, const std::string& name, char delimiter, const IngestOptions& opt,
+                Sink& sink);
+void ingest_json(const std::string& path, const std::string& name, bool lines, const IngestOptions& opt,
+                 Sink& sink);
 void ingest_xlsx(const std::string& path, const std::string& name, const IngestOptions& opt, Sink& sink);
 void ingest_document(const std::string& path, const std::string& name, const std::string& format,
                      const IngestOptions& opt, Sink& sink);
-void ingest_sqlite(const std::string& path_or_url, const std::string& name, const IngestOptions& opt, Sink& sink);
+void ingest_sqlite(const std::string& path_or_url, const std::string& name, const IngestOptions& opt,
+                   Sink& sink);
 void ingest_postgres(const std::string& url, const IngestOptions& opt, Sink& sink);
 void ingest_mysql(const std::string& url, const IngestOptions& opt, Sink& sink);
 

@@ -9,9 +9,9 @@
 #include <cstring>
 #include <memory>
 
+#include "data/ingest/internal.h"
 #include "dsft/util/error.h"
 #include "dsft/util/strings.h"
-#include "data/ingest/internal.h"
 
 namespace dsft::data::ingest {
 
@@ -24,9 +24,15 @@ void append_number(std::string& out, dom::element e) {
   char buf[64];
   std::to_chars_result r{};
   switch (e.type()) {
-    case dom::element_type::INT64: r = std::to_chars(buf, buf + sizeof buf, int64_t(e)); break;
-    case dom::element_type::UINT64: r = std::to_chars(buf, buf + sizeof buf, uint64_t(e)); break;
-    default: r = std::to_chars(buf, buf + sizeof buf, double(e)); break;
+    case dom::element_type::INT64:
+      r = std::to_chars(buf, buf + sizeof buf, int64_t(e));
+      break;
+    case dom::element_type::UINT64:
+      r = std::to_chars(buf, buf + sizeof buf, uint64_t(e));
+      break;
+    default:
+      r = std::to_chars(buf, buf + sizeof buf, double(e));
+      break;
   }
   out.append(buf, r.ptr - buf);
 }
@@ -58,10 +64,17 @@ void write_element(std::string& out, dom::element e) {
       out.push_back('}');
       break;
     }
-    case dom::element_type::STRING: append_json_string(out, std::string_view(e)); break;
-    case dom::element_type::BOOL: out.append(bool(e) ? "true" : "false"); break;
-    case dom::element_type::NULL_VALUE: out.append("null"); break;
-    default: append_number(out, e);
+    case dom::element_type::STRING:
+      append_json_string(out, std::string_view(e));
+      break;
+    case dom::element_type::BOOL:
+      out.append(bool(e) ? "true" : "false");
+      break;
+    case dom::element_type::NULL_VALUE:
+      out.append("null");
+      break;
+    default:
+      append_number(out, e);
   }
 }
 
@@ -77,12 +90,18 @@ json to_json(dom::element e) {
       for (dom::key_value_pair kv : dom::object(e)) o[std::string(kv.key)] = to_json(kv.value);
       return o;
     }
-    case dom::element_type::STRING: return std::string(std::string_view(e));
-    case dom::element_type::INT64: return int64_t(e);
-    case dom::element_type::UINT64: return uint64_t(e);
-    case dom::element_type::DOUBLE: return double(e);
-    case dom::element_type::BOOL: return bool(e);
-    case dom::element_type::NULL_VALUE: return nullptr;
+    case dom::element_type::STRING:
+      return std::string(std::string_view(e));
+    case dom::element_type::INT64:
+      return int64_t(e);
+    case dom::element_type::UINT64:
+      return uint64_t(e);
+    case dom::element_type::DOUBLE:
+      return double(e);
+    case dom::element_type::BOOL:
+      return bool(e);
+    case dom::element_type::NULL_VALUE:
+      return nullptr;
   }
   return nullptr;
 }
@@ -115,7 +134,8 @@ class JsonSource {
     source_ = name_ + ":" + unit + " " + std::to_string(n);
     const std::string& f = opt_.format;
     if (e.type() != dom::element_type::OBJECT) {
-      if (e.type() == dom::element_type::STRING && f != "alpaca" && f != "sharegpt" && !rows_.has_templates()) {
+      if (e.type() == dom::element_type::STRING && f != "alpaca" && f != "sharegpt" &&
+          !rows_.has_templates()) {
         std::string_view s(e);
         if (s.find_first_not_of(" \t\r\n") == std::string_view::npos)
           return invalid(to_json(e), "the string is empty");
@@ -133,7 +153,8 @@ class JsonSource {
     bool has_conv = o["conversations"].get(v) == simdjson::SUCCESS;
     // Templates make records from flat objects; dialogues keep their shape (a template cannot
     // say anything about a list of turns), so one run can mix tables and chat logs.
-    if (rows_.has_templates() && f != "alpaca" && f != "sharegpt" && !has_messages && !has_conv) return row(o);
+    if (rows_.has_templates() && f != "alpaca" && f != "sharegpt" && !has_messages && !has_conv)
+      return row(o);
     bool has_instruction = o["instruction"].get(v) == simdjson::SUCCESS;
     bool has_text = o["text"].get(v) == simdjson::SUCCESS;
     if (f == "alpaca") {
@@ -154,8 +175,8 @@ class JsonSource {
     std::string id = name_ + ":" + unit + std::to_string(n);
     std::string source = name_ + ":" + unit + " " + std::to_string(n);
     std::string r(raw.substr(0, 2000));
-    sink_.problem(Problem::invalid, id, source, std::string("not valid JSON (") + simdjson::error_message(err) + ")",
-                  json(r));
+    sink_.problem(Problem::invalid, id, source,
+                  std::string("not valid JSON (") + simdjson::error_message(err) + ")", json(r));
   }
 
  private:
@@ -221,7 +242,8 @@ class JsonSource {
     std::string_view ins, inp, out;
     dom::element v;
     if (!get_string(o, "instruction", ins)) return invalid(to_json(o), "field 'instruction' is not a string");
-    if (o["output"].get(v) != simdjson::SUCCESS) return invalid(to_json(o), "an Alpaca record needs 'output'");
+    if (o["output"].get(v) != simdjson::SUCCESS)
+      return invalid(to_json(o), "an Alpaca record needs 'output'");
     if (!get_string(o, "output", out)) return invalid(to_json(o), "field 'output' is not a string");
     if (o["input"].get(v) == simdjson::SUCCESS && v.type() != dom::element_type::NULL_VALUE &&
         !get_string(o, "input", inp))
@@ -256,7 +278,8 @@ class JsonSource {
         if (!role)
           return invalid(rec, where + " has unknown 'from' value '" + t["from"].get<std::string>() +
                                   "' (expected human, gpt, system, tool or function)");
-        if (!t.contains("value") || !t["value"].is_string()) return invalid(rec, where + " has no string 'value'");
+        if (!t.contains("value") || !t["value"].is_string())
+          return invalid(rec, where + " has no string 'value'");
         msgs.push_back({{"role", role}, {"content", t["value"]}});
       }
       rec.erase("conversations");
@@ -270,7 +293,8 @@ class JsonSource {
         if (!m.is_object() || !m.contains("content") || !m["content"].is_array()) continue;
         std::string joined;
         for (const json& part : m["content"]) {
-          if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+          if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+              !part["text"].is_string())
             return invalid(rec, "message " + std::to_string(i) + " has content that is not text (" +
                                     (part.is_object() ? part.value("type", "?") : std::string("?")) + ")");
           joined += part["text"].get<std::string>();
@@ -315,7 +339,8 @@ class JsonSource {
       }
     }
     for (size_t i = 0; i < spans.size(); ++i)
-      if (spans[i].first != SIZE_MAX) values_[i] = std::string_view(arena_).substr(spans[i].first, spans[i].second);
+      if (spans[i].first != SIZE_MAX)
+        values_[i] = std::string_view(arena_).substr(spans[i].first, spans[i].second);
     rows_.convert(&names_, values_, null_, gen_id_, source_);
   }
 
@@ -380,16 +405,21 @@ class ArraySplitter {
       if (in_str) {
         get();
         elem.push_back(static_cast<char>(c));
-        if (esc) esc = false;
-        else if (c == '\\') esc = true;
-        else if (c == '"') in_str = false;
+        if (esc)
+          esc = false;
+        else if (c == '\\')
+          esc = true;
+        else if (c == '"')
+          in_str = false;
         continue;
       }
       if (depth == 0 && (c == ',' || c == ']')) break;
       get();
       elem.push_back(static_cast<char>(c));
-      if (c == '"') in_str = true;
-      else if (c == '{' || c == '[') ++depth;
+      if (c == '"')
+        in_str = true;
+      else if (c == '{' || c == '[')
+        ++depth;
       else if (c == '}' || c == ']') {
         if (--depth < 0) throw Error(name_ + ": unbalanced brackets in the JSON array");
       }
@@ -428,7 +458,8 @@ class ArraySplitter {
 
 }  // namespace
 
-void ingest_json(const std::string& path, const std::string& name, bool lines, const IngestOptions& opt, Sink& sink) {
+void ingest_json(const std::string& path, const std::string& name, bool lines, const IngestOptions& opt,
+                 Sink& sink) {
   std::string enc;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(open_utf8(path, opt.encoding, &enc), &std::fclose);
   dom::parser parser;

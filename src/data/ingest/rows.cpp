@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "data/ingest/internal.h"
 #include "dsft/data/record.h"
 #include "dsft/util/error.h"
 #include "dsft/util/strings.h"
-#include "data/ingest/internal.h"
 
 namespace dsft::data::ingest {
 
@@ -59,7 +59,9 @@ void Sink::commit() {
   ++summary_.written;
 }
 
-void Sink::rollback() { out_.buffer().resize(mark_); }
+void Sink::rollback() {
+  out_.buffer().resize(mark_);
+}
 
 void Sink::write_validated(const json& record) {
   std::string reason = validate_record(record);
@@ -90,7 +92,10 @@ void Sink::problem(Problem kind, std::string_view id, std::string_view source, c
                            : " (pass --skip-invalid to send such records to the rejects file instead)";
     throw Error(std::string(source) + ": " + reason + hint);
   }
-  json r = {{"id", std::string(id)}, {"source", std::string(source)}, {"stage", "ingest"}, {"reason", reason},
+  json r = {{"id", std::string(id)},
+            {"source", std::string(source)},
+            {"stage", "ingest"},
+            {"reason", reason},
             {"data", data}};
   rejects_->write_line(dump_lenient(r));
   ++current().rejected;
@@ -109,7 +114,8 @@ ColumnShape shape_from_columns(const std::vector<std::string_view>& names) {
 
 RowConverter::RowConverter(const IngestOptions& opt, Sink& sink) : opt_(opt), sink_(sink) {
   if (!opt.text_template.empty()) text_ = RowTemplate(opt.text_template, "--template");
-  if (!opt.instruction_template.empty()) instruction_ = RowTemplate(opt.instruction_template, "--instruction-template");
+  if (!opt.instruction_template.empty())
+    instruction_ = RowTemplate(opt.instruction_template, "--instruction-template");
   if (!opt.input_template.empty()) input_ = RowTemplate(opt.input_template, "--input-template");
   if (!opt.output_template.empty()) output_ = RowTemplate(opt.output_template, "--output-template");
   has_templates_ = !text_.empty() || !instruction_.empty();
@@ -131,11 +137,12 @@ void RowConverter::set_columns(const std::vector<std::string>& columns, const st
         std::string list = util::join(columns_, ", ");
         if (list.size() > 200) list = list.substr(0, 200) + "...";
         std::string near = util::closest_match(f, columns_);
-        throw Error(source_name + " has no column '" + f + "' used in " + option + " (columns: " + list + ")" +
-                    (near.empty() ? "" : "; did you mean '" + near + "'?"));
+        throw Error(source_name + " has no column '" + f + "' used in " + option + " (columns: " + list +
+                    ")" + (near.empty() ? "" : "; did you mean '" + near + "'?"));
       }
-      if (n > 1) throw Error(source_name + " has " + std::to_string(n) + " columns named '" + f + "' used in " + option +
-                             "; rename them so the template is unambiguous");
+      if (n > 1)
+        throw Error(source_name + " has " + std::to_string(n) + " columns named '" + f + "' used in " +
+                    option + "; rename them so the template is unambiguous");
       idx.push_back(std::find(columns_.begin(), columns_.end(), f) - columns_.begin());
     }
   };
@@ -145,7 +152,8 @@ void RowConverter::set_columns(const std::vector<std::string>& columns, const st
   if (!output_.empty()) resolve(output_, "--output-template", output_idx_);
 }
 
-json RowConverter::row_json(const std::vector<std::string_view>& names, const std::vector<std::string_view>& values,
+json RowConverter::row_json(const std::vector<std::string_view>& names,
+                            const std::vector<std::string_view>& values,
                             const std::vector<char>& null) const {
   json row = json::object();
   for (size_t i = 0; i < values.size(); ++i) {
@@ -156,8 +164,9 @@ json RowConverter::row_json(const std::vector<std::string_view>& names, const st
 }
 
 bool RowConverter::render(const RowTemplate& t, const std::vector<size_t>* idx,
-                          const std::vector<std::string_view>& names, const std::vector<std::string_view>& values,
-                          const std::vector<char>& null, std::string& out, std::string& missing) {
+                          const std::vector<std::string_view>& names,
+                          const std::vector<std::string_view>& values, const std::vector<char>& null,
+                          std::string& out, std::string& missing) {
   field_values_.clear();
   for (size_t f = 0; f < t.fields().size(); ++f) {
     size_t i;
@@ -176,10 +185,13 @@ bool RowConverter::render(const RowTemplate& t, const std::vector<size_t>* idx,
   return true;
 }
 
-static bool blank(std::string_view s) { return s.find_first_not_of(" \t\r\n") == std::string_view::npos; }
+static bool blank(std::string_view s) {
+  return s.find_first_not_of(" \t\r\n") == std::string_view::npos;
+}
 
-void RowConverter::convert(const std::vector<std::string_view>* names_in, const std::vector<std::string_view>& values,
-                           const std::vector<char>& null, std::string_view id, std::string_view source) {
+void RowConverter::convert(const std::vector<std::string_view>* names_in,
+                           const std::vector<std::string_view>& values, const std::vector<char>& null,
+                           std::string_view id, std::string_view source) {
   const std::vector<std::string_view>& names = names_in ? *names_in : column_views_;
   bool any = false;
   for (size_t i = 0; i < values.size() && !any; ++i) any = !null[i] && !values[i].empty();
@@ -191,7 +203,8 @@ void RowConverter::convert(const std::vector<std::string_view>* names_in, const 
     sink_.problem(Problem::invalid, id, source, reason, row_json(names, values, null));
   };
   if (!names_in && values.size() > names.size() &&
-      std::any_of(values.begin() + names.size(), values.end(), [](std::string_view v) { return !v.empty(); })) {
+      std::any_of(values.begin() + names.size(), values.end(),
+                  [](std::string_view v) { return !v.empty(); })) {
     invalid("the row has " + std::to_string(values.size()) + " fields but the header has " +
             std::to_string(names.size()));
     return;
@@ -224,7 +237,8 @@ void RowConverter::convert(const std::vector<std::string_view>* names_in, const 
     }
     std::string ins, inp, out;
     if (!render(instruction_, fixed ? &instruction_idx_ : nullptr, names, values, null, ins, missing) ||
-        (!input_.empty() && !render(input_, fixed ? &input_idx_ : nullptr, names, values, null, inp, missing)) ||
+        (!input_.empty() &&
+         !render(input_, fixed ? &input_idx_ : nullptr, names, values, null, inp, missing)) ||
         !render(output_, fixed ? &output_idx_ : nullptr, names, values, null, out, missing)) {
       sink_.problem(Problem::missing_field, id, source, "no value for template field '" + missing + "'",
                     row_json(names, values, null));
@@ -233,7 +247,8 @@ void RowConverter::convert(const std::vector<std::string_view>* names_in, const 
     if (blank(ins)) return invalid("--instruction-template gives an empty instruction for this row");
     if (blank(out)) return invalid("--output-template gives an empty output for this row");
     std::string& b = sink_.begin(id, source);
-    if (put(b, ",\"instruction\":", ins) && put(b, ",\"input\":", inp) && put(b, ",\"output\":", out)) sink_.commit();
+    if (put(b, ",\"instruction\":", ins) && put(b, ",\"input\":", inp) && put(b, ",\"output\":", out))
+      sink_.commit();
     return;
   }
 
@@ -268,11 +283,13 @@ void RowConverter::convert(const std::vector<std::string_view>* names_in, const 
     }
     case ColumnShape::alpaca: {
       bool p1, p2, p3;
-      std::string_view ins = value_of("instruction", p1), inp = value_of("input", p2), out = value_of("output", p3);
+      std::string_view ins = value_of("instruction", p1), inp = value_of("input", p2),
+                       out = value_of("output", p3);
       if (!p1 || blank(ins)) return invalid("column 'instruction' is empty");
       if (!p3 || blank(out)) return invalid("column 'output' is empty");
       std::string& b = sink_.begin(id, source);
-      if (put(b, ",\"instruction\":", ins) && put(b, ",\"input\":", inp) && put(b, ",\"output\":", out)) sink_.commit();
+      if (put(b, ",\"instruction\":", ins) && put(b, ",\"input\":", inp) && put(b, ",\"output\":", out))
+        sink_.commit();
       return;
     }
     case ColumnShape::messages: {

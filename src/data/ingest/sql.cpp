@@ -10,10 +10,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "data/ingest/internal.h"
 #include "dsft/util/error.h"
 #include "dsft/util/log.h"
 #include "dsft/util/strings.h"
-#include "data/ingest/internal.h"
 
 namespace dsft::data::ingest {
 
@@ -42,7 +42,9 @@ std::string pct_decode(std::string_view s) {
 Url parse_url(const std::string& url) {
   Url u;
   size_t p = url.find("://");
-  if (p == std::string::npos) throw UsageError("'" + url_without_password(url) + "' is not a database URL (scheme://user@host:port/db)");
+  if (p == std::string::npos)
+    throw UsageError("'" + url_without_password(url) +
+                     "' is not a database URL (scheme://user@host:port/db)");
   u.scheme = url.substr(0, p);
   std::string rest = url.substr(p + 3);
   size_t q = rest.find('?');
@@ -140,8 +142,12 @@ std::string short_hash(std::string_view s) {
 class ResultRows {
  public:
   ResultRows(const std::string& name, const IngestOptions& opt, Sink& sink)
-      : rows_(opt, sink), id_prefix_(name + ":q" + short_hash(opt.query) + ":row"), source_prefix_(name + ":row ") {}
-  void columns(const std::vector<std::string>& cols, const std::string& name) { rows_.set_columns(cols, name); }
+      : rows_(opt, sink),
+        id_prefix_(name + ":q" + short_hash(opt.query) + ":row"),
+        source_prefix_(name + ":row ") {}
+  void columns(const std::vector<std::string>& cols, const std::string& name) {
+    rows_.set_columns(cols, name);
+  }
   void row(size_t n, const std::vector<std::string_view>& values, const std::vector<char>& null) {
     std::string k = std::to_string(n);
     rows_.convert(nullptr, values, null, id_prefix_ + k, source_prefix_ + k);
@@ -152,10 +158,13 @@ class ResultRows {
   std::string id_prefix_, source_prefix_;
 };
 
-void ingest_sqlite(const std::string& path_or_url, const std::string& name, const IngestOptions& opt, Sink& sink) {
+void ingest_sqlite(const std::string& path_or_url, const std::string& name, const IngestOptions& opt,
+                   Sink& sink) {
   std::string path = path_or_url;
-  if (util::starts_with(path, "sqlite://")) path = path.substr(9);
-  else if (util::starts_with(path, "sqlite:")) path = path.substr(7);
+  if (util::starts_with(path, "sqlite://"))
+    path = path.substr(9);
+  else if (util::starts_with(path, "sqlite:"))
+    path = path.substr(7);
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
@@ -166,8 +175,10 @@ void ingest_sqlite(const std::string& path_or_url, const std::string& name, cons
   if (util::trim(opt.query).empty()) {
     std::vector<std::string> tables;
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name", -1, &st, nullptr) == SQLITE_OK) {
-      while (sqlite3_step(st) == SQLITE_ROW) tables.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+    if (sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name", -1, &st,
+                           nullptr) == SQLITE_OK) {
+      while (sqlite3_step(st) == SQLITE_ROW)
+        tables.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
       sqlite3_finalize(st);
     }
     require_query(opt, name, tables.empty() ? "" : " (its tables: " + util::join(tables, ", ") + ")");
@@ -202,7 +213,9 @@ void ingest_sqlite(const std::string& path_or_url, const std::string& name, cons
     }
     rows.row(n, values, null);
   }
-  if (rc != SQLITE_DONE) throw Error(name + ": reading the query's rows failed at row " + std::to_string(n + 1) + ": " + sqlite3_errmsg(db));
+  if (rc != SQLITE_DONE)
+    throw Error(name + ": reading the query's rows failed at row " + std::to_string(n + 1) + ": " +
+                sqlite3_errmsg(db));
 }
 
 void ingest_postgres(const std::string& url, const IngestOptions& opt, Sink& sink) {
@@ -211,7 +224,8 @@ void ingest_postgres(const std::string& url, const IngestOptions& opt, Sink& sin
   bool have_pw = false;
   std::string pw = password_from_env(opt, nullptr, &have_pw);  // libpq reads PGPASSWORD itself
   std::string conninfo = url;
-  if (util::starts_with(conninfo, "postgres://") == false && util::starts_with(conninfo, "postgresql://") == false)
+  if (util::starts_with(conninfo, "postgres://") == false &&
+      util::starts_with(conninfo, "postgresql://") == false)
     throw UsageError("'" + name + "' is not a postgresql:// URL");
   // Keywords after "dbname" (the expanded URL) override what the URL says.
   std::vector<const char*> keys = {"dbname", "connect_timeout", "client_encoding"};
@@ -281,9 +295,10 @@ void ingest_mysql(const std::string& url, const IngestOptions& opt, Sink& sink) 
   mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
   unsigned timeout = 10;
   mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
-  if (!mysql_real_connect(m, u.host.empty() ? nullptr : u.host.c_str(), u.user.empty() ? nullptr : u.user.c_str(),
-                          have_pw ? pw.c_str() : nullptr, u.db.empty() ? nullptr : u.db.c_str(),
-                          static_cast<unsigned>(u.port), socket.empty() ? nullptr : socket.c_str(), 0))
+  if (!mysql_real_connect(m, u.host.empty() ? nullptr : u.host.c_str(),
+                          u.user.empty() ? nullptr : u.user.c_str(), have_pw ? pw.c_str() : nullptr,
+                          u.db.empty() ? nullptr : u.db.c_str(), static_cast<unsigned>(u.port),
+                          socket.empty() ? nullptr : socket.c_str(), 0))
     throw Error("cannot connect to " + name + ": " + one_line(mysql_error(m)));
   if (mysql_real_query(m, opt.query.data(), opt.query.size()) != 0)
     throw Error(name + ": the query failed: " + one_line(mysql_error(m)));
@@ -311,7 +326,8 @@ void ingest_mysql(const std::string& url, const IngestOptions& opt, Sink& sink) 
     }
     rows.row(n, values, null);
   }
-  if (mysql_errno(m) != 0) throw Error(name + ": reading the query's rows failed: " + one_line(mysql_error(m)));
+  if (mysql_errno(m) != 0)
+    throw Error(name + ": reading the query's rows failed: " + one_line(mysql_error(m)));
 }
 
 }  // namespace dsft::data::ingest

@@ -2,13 +2,14 @@
 // PPTX, HTML, Markdown and plain text as chunked {"text"} records.
 #include <memory>
 
+#include "data/ingest/internal.h"
 #include "dsft/util/error.h"
 #include "dsft/util/fs.h"
-#include "data/ingest/internal.h"
 
 namespace dsft::data::ingest {
 
-void ingest_csv(const std::string& path, const std::string& name, char delimiter, const IngestOptions& opt, Sink& sink) {
+void ingest_csv(const std::string& path, const std::string& name, char delimiter, const IngestOptions& opt,
+                Sink& sink) {
   std::string enc;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(open_utf8(path, opt.encoding, &enc), &std::fclose);
   CsvReader reader(f.get(), path, delimiter);
@@ -21,7 +22,9 @@ void ingest_csv(const std::string& path, const std::string& name, char delimiter
     std::vector<std::string> header(fields.begin(), fields.end());
     for (auto& h : header)
       if (!is_valid_utf8(h))
-        throw Error(path + ": the header row is not valid UTF-8 (pass --encoding with the file's encoding, e.g. gb18030)");
+        throw Error(
+            path +
+            ": the header row is not valid UTF-8 (pass --encoding with the file's encoding, e.g. gb18030)");
     rows.set_columns(header, name);
     const std::string id_prefix = name + ":row";
     const std::string source_prefix = name + ":row ";
