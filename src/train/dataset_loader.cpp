@@ -63,7 +63,13 @@ enum Stream : uint64_t { kMain = 1, kMix = 2, kInterleave = 3 };
 Batch collate(const std::vector<const Sample*>& samples, int32_t pad_id) {
   Batch b;
   b.batch_size = static_cast<int64_t>(samples.size());
-  for (const Sample* s : samples) b.seq_len = std::max<int64_t>(b.seq_len, static_cast<int64_t>(s->ids.size()));
+  for (const Sample* s : samples) {
+    if (s->labels_mask.size() != s->ids.size() || s->segment_ids.size() != s->ids.size())
+      throw Error("sample " + (s->record_ids.empty() ? std::string("?") : s->record_ids[0]) + " has " +
+                  std::to_string(s->ids.size()) + " ids but " + std::to_string(s->labels_mask.size()) +
+                  " mask entries and " + std::to_string(s->segment_ids.size()) + " segment ids");
+    b.seq_len = std::max<int64_t>(b.seq_len, static_cast<int64_t>(s->ids.size()));
+  }
   const size_t total = static_cast<size_t>(b.batch_size * b.seq_len);
   b.input_ids.assign(total, pad_id);
   b.labels_mask.assign(total, 0);

@@ -524,7 +524,11 @@ TEST_F(DatasetTest, MixingHitsTheRatio) {
 }
 
 TEST_F(DatasetTest, BundledSampleTrainsWithDeepSeekTemplate) {
-  auto d = TokenizedDataset::build({kSampleData}, *sp_, *sp_template_, opts(256));
+  DatasetOptions o = opts(256);
+  o.num_threads = 1;
+  auto d = TokenizedDataset::build({kSampleData}, *sp_, *sp_template_, o);
+  o.num_threads = 4;
+  EXPECT_TRUE(same_samples(d.samples(), TokenizedDataset::build({kSampleData}, *sp_, *sp_template_, o).samples()));
   EXPECT_EQ(sp_template_->name(), "deepseek-v3");
   EXPECT_EQ(d.stats().records, 300);
   EXPECT_EQ(d.stats().truncated, 0);
@@ -589,4 +593,6 @@ TEST_F(DatasetTest, CollatePadsRight) {
   EXPECT_EQ(x.segment_ids, (std::vector<int32_t>{0, 0, 0, -1, -1, 0, 0, 1, 1, 1}));
   EXPECT_EQ(x.position_ids, (std::vector<int64_t>{0, 1, 2, 0, 0, 0, 1, 0, 1, 2}));
   EXPECT_EQ(x.target_tokens, 4);
+  Sample bad{{1, 2}, {0}, {0, 0}, {"bad"}};
+  EXPECT_TRUE(contains(error_of([&] { collate({&bad}, 0); }), "sample bad has 2 ids but 1 mask entries"));
 }
