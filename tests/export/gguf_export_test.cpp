@@ -334,3 +334,50 @@ TEST(GgufExport, RefusesBadInputsBeforeWriting) {
 
 }  // namespace
 }  // namespace dsft::exporter
+
+namespace dsft::exporter {
+namespace {
+
+TEST(GgufExport, OllamaModelfile) {
+  ModelfileOptions m;
+  m.gguf_file = "./r1.gguf";
+  m.adapter_file = "./adapter.gguf";
+  m.family = "deepseek-v3";
+  m.eos_token = "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+  m.system = "You are terse.";
+  const std::string mf = render_modelfile(m);
+  EXPECT_EQ(mf.find("FROM ./r1.gguf\n") != std::string::npos, true) << mf;
+  EXPECT_NE(mf.find("ADAPTER ./adapter.gguf\n"), std::string::npos);
+  EXPECT_NE(mf.find("TEMPLATE \"\"\""), std::string::npos);
+  EXPECT_NE(mf.find("{{ .Content }}"), std::string::npos);
+  EXPECT_NE(mf.find("PARAMETER stop \"<\xEF\xBD\x9CUser\xEF\xBD\x9C>\""), std::string::npos);
+  EXPECT_NE(mf.find("PARAMETER stop \"" + m.eos_token + "\""), std::string::npos);
+  EXPECT_NE(mf.find("SYSTEM \"\"\"You are terse.\"\"\""), std::string::npos);
+  // Go-template actions balance.
+  size_t open = 0, close = 0;
+  for (size_t p = mf.find("{{"); p != std::string::npos; p = mf.find("{{", p + 2)) ++open;
+  for (size_t p = mf.find("}}"); p != std::string::npos; p = mf.find("}}", p + 2)) ++close;
+  EXPECT_EQ(open, close);
+  m.family = "chatml";
+  m.eos_token = "<|im_end|>";
+  m.system = "say \"\"\" no";
+  EXPECT_THROW(render_modelfile(m), Error);
+
+  // export_gguf writes one beside the model when asked, naming the GGUF relative to it.
+  test::TempDir tmp;
+  const std::string dir = test::fixture_model_dir(tmp, "qwen2-bias");
+  GgufExportOptions o;
+  o.model_dir = dir;
+  o.output_path = tmp.path("out/q.gguf");
+  o.modelfile_path = tmp.path("out/Modelfile");
+  o.tokenizer_pre = "gpt-2";
+  test::fs::create_directories(tmp.path("out"));
+  export_gguf(o);
+  std::ifstream in(o.modelfile_path);
+  const std::string written((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(written.find("FROM ./q.gguf\n"), std::string::npos) << written;
+  EXPECT_NE(written.find("PARAMETER stop \"<|special_2|>\""), std::string::npos) << written;  // the eos token
+}
+
+}  // namespace
+}  // namespace dsft::exporter
