@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   // (each line: dsft::cli::add_<name>_command(app);)
   dsft::cli::add_ingest_command(app);
   dsft::cli::add_clean_command(app);
+  dsft::cli::add_train_command(app);
   dsft::cli::add_tokenize_command(app);
   dsft::cli::add_init_command(app);
   dsft::cli::add_forward_command(app);

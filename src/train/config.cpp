@@ -186,6 +186,7 @@ using C = TrainConfig;
 const std::vector<Key>& keys() {
   static const std::vector<Key> table = {
       string_key("model_name_or_path", &C::model_name_or_path),
+      string_key("model_init", &C::model_init, false),
       string_key("output_dir", &C::output_dir, false),
       string_key("resume_from_checkpoint", &C::resume_from_checkpoint, false),
       double_key("num_train_epochs", &C::num_train_epochs, false),

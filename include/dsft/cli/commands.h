@@ -10,4 +10,5 @@ void add_generate_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_ingest_command(CLI::App& app);
 void add_clean_command(CLI::App& app);
+void add_train_command(CLI::App& app);
 }  // namespace dsft::cli

@@ -21,6 +21,10 @@ const char* to_string(Quantization t);
 struct TrainConfig {
   // --- model and run directory
   std::string model_name_or_path;  // HF-format directory (config.json + *.safetensors)
+  // A built-in preset, <arch>-<preset> (e.g. llama-tiny): when model_name_or_path does not exist,
+  // a random model of that shape is created there, with a SentencePiece tokenizer trained on the
+  // training data (smoke runs, demos). "" = the model must exist.
+  std::string model_init;
   std::string output_dir = "runs/train";
   std::string resume_from_checkpoint;  // "" (fresh run), a checkpoint-<step> path, or "auto"
 
