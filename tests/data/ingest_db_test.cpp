@@ -84,10 +84,11 @@ std::string ingest_checked(const dsft::data::IngestOptions& o, const std::string
   std::string log = cap.finish();
   EXPECT_EQ(err.find(kPassword), std::string::npos) << err;
   EXPECT_EQ(log.find(kPassword), std::string::npos) << log;
-  for (const std::string& f : {o.output, dsft::data::default_rejects_path(o.output)})
+  for (const std::string& f : {o.output, dsft::data::default_rejects_path(o.output)}) {
     if (std::filesystem::exists(f)) {
       EXPECT_EQ(read(f).find(kPassword), std::string::npos) << f;
     }
+  }
   return err;
 }
 
