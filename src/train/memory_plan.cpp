@@ -275,7 +275,7 @@ std::string format_memory_plan(const MemoryPlan& p) {
   row("  without gradient checkpointing", p.activation_bytes_full, "");
   row("  with gradient checkpointing", p.activation_bytes_checkpointed, "");
   row("runtime and allocator slack", p.overhead_bytes, "");
-  if (p.load_peak_bytes > 0) row("peak while loading (before quantising)", p.load_peak_bytes, "");
+  if (p.load_peak_bytes > 0) row("dense load before quantising", p.load_peak_bytes, "the peak while loading");
   row("total", p.total_bytes, "");
   if (p.available_bytes >= 0)
     row("available", p.available_bytes, p.available_source);

@@ -48,6 +48,9 @@ nlohmann::json preset_json(const std::string& model_init) {
 
 MemoryPlan plan_for(const TrainConfig& cfg) {
   const std::string device = resolve_device(cfg.device);
+  if (cfg.fp16 && device == "cpu")
+    throw Error("fp16 = true needs a GPU: CPU matrix products have no float16 kernels; use bf16=true on the CPU "
+                "(or device=cuda)");
   const fs::path dir(cfg.model_name_or_path);
   model::ModelConfig mc;
   if (fs::exists(dir / "config.json") || fs::is_regular_file(dir)) {
