@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   dsft::cli::add_tokenize_command(app);
   dsft::cli::add_init_command(app);
   dsft::cli::add_forward_command(app);
+  dsft::cli::add_generate_command(app);
 
   try {
     app.parse(argc, argv);
