@@ -157,7 +157,8 @@ Processed process_line(const Context& c, std::string_view line, const std::strin
     out.sample.labels_mask = std::move(mask);
     out.sample.record_ids.push_back(id);
   } catch (const std::exception& e) {
-    const bool named = record.is_object() && record.contains("id");  // content-hash ids mean nothing to a reader
+    const bool named =
+        record.is_object() && record.contains("id");  // content-hash ids mean nothing to a reader
     out.error = where + (named ? " (record " + id + ")" : "") + ": " + e.what();
   }
   return out;
@@ -243,7 +244,8 @@ void hash_tokenizer(KeyHasher& k, const text::Tokenizer& tok, const std::string&
     }
   }
   if (!dir.empty()) {
-    for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"}) {
+    for (const char* name :
+         {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"}) {
       fs::path p = fs::path(dir) / name;
       std::error_code ec;
       if (!fs::is_regular_file(p, ec)) continue;
@@ -307,13 +309,15 @@ class Writer {
   void finish() {
     flush();
     const uint64_t sum = XXH3_64bits_digest(sum_);
-    if (std::fwrite(&sum, sizeof sum, 1, f_) != 1) throw Error(std::string("write failed: ") + std::strerror(errno));
+    if (std::fwrite(&sum, sizeof sum, 1, f_) != 1)
+      throw Error(std::string("write failed: ") + std::strerror(errno));
   }
 
  private:
   void flush() {
     XXH3_64bits_update(sum_, buf_.data(), buf_.size());
-    if (!buf_.empty() && std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size()) throw Error(std::string("write failed: ") + std::strerror(errno));
+    if (!buf_.empty() && std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size())
+      throw Error(std::string("write failed: ") + std::strerror(errno));
     buf_.clear();
   }
   std::FILE* f_;
@@ -379,12 +383,14 @@ void serialize(TokenizedDataset& d, const std::string& key, std::FILE* f) {
 }
 
 // Reads a cache file back, checking everything a damaged or foreign file could get wrong.
-TokenizedDataset deserialize(const std::string& bytes, const std::string& key, int64_t max_len, int32_t vocab) {
+TokenizedDataset deserialize(const std::string& bytes, const std::string& key, int64_t max_len,
+                             int32_t vocab) {
   if (bytes.size() < sizeof kCacheMagic + 4 + 8) throw CorruptCache("too short");
   uint64_t stored;
   std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
   if (XXH3_64bits(bytes.data(), bytes.size() - 8) != stored) throw CorruptCache("checksum mismatch");
-  if (std::memcmp(bytes.data(), kCacheMagic, sizeof kCacheMagic) != 0) throw CorruptCache("not a token cache");
+  if (std::memcmp(bytes.data(), kCacheMagic, sizeof kCacheMagic) != 0)
+    throw CorruptCache("not a token cache");
   Reader r(std::string_view(bytes).substr(sizeof kCacheMagic, bytes.size() - sizeof kCacheMagic - 8));
   if (r.pod<uint32_t>() != kCacheFormat) throw CorruptCache("another format version");
   if (r.str() != key) throw CorruptCache("key mismatch");
@@ -400,7 +406,8 @@ TokenizedDataset deserialize(const std::string& bytes, const std::string& key, i
     uint8_t truncated = r.pod<uint8_t>();
     int64_t cut = r.pod<int64_t>();
     uint64_t len = r.pod<uint64_t>();
-    if (len == 0 || len > static_cast<uint64_t>(max_len) || truncated > 1 || cut < 0 || (cut > 0) != (truncated == 1))
+    if (len == 0 || len > static_cast<uint64_t>(max_len) || truncated > 1 || cut < 0 ||
+        (cut > 0) != (truncated == 1))
       throw CorruptCache("bad record header");
     r.array(s.ids, len);
     r.array(s.labels_mask, len);
@@ -450,9 +457,12 @@ void TokenizedDataset::recompute_stats() {
   stats_ = s;
 }
 
-TokenizedDataset TokenizedDataset::build(const std::vector<std::string>& jsonl_files, const text::Tokenizer& tokenizer,
-                                         const text::ChatTemplate& chat_template, const DatasetOptions& options) {
-  if (jsonl_files.empty()) throw Error("no training data given (hint: set dataset or train_file in the config)");
+TokenizedDataset TokenizedDataset::build(const std::vector<std::string>& jsonl_files,
+                                         const text::Tokenizer& tokenizer,
+                                         const text::ChatTemplate& chat_template,
+                                         const DatasetOptions& options) {
+  if (jsonl_files.empty())
+    throw Error("no training data given (hint: set dataset or train_file in the config)");
   if (options.max_seq_length < 2)
     throw Error("max_seq_length must be at least 2 (got " + std::to_string(options.max_seq_length) + ")");
   for (const auto& f : jsonl_files) {
@@ -478,7 +488,8 @@ TokenizedDataset TokenizedDataset::build(const std::vector<std::string>& jsonl_f
         if (options.packing) d.pack_samples(options.max_seq_length);
         return d;
       } catch (const CorruptCache& e) {
-        util::log_warn("ignoring damaged token cache " + cache_file + " (" + e.what() + "); tokenising again");
+        util::log_warn("ignoring damaged token cache " + cache_file + " (" + e.what() +
+                       "); tokenising again");
       } catch (const Error& e) {
         util::log_warn("cannot read token cache " + cache_file + " (" + e.what() + "); tokenising again");
       }
@@ -488,8 +499,9 @@ TokenizedDataset TokenizedDataset::build(const std::vector<std::string>& jsonl_f
   TokenizedDataset d;
   d.max_seq_length_ = options.max_seq_length;
   Context ctx{tokenizer, chat_template, options};
-  const int threads = options.num_threads > 0 ? options.num_threads
-                                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = options.num_threads > 0
+                          ? options.num_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int64_t lines_read = 0;
   constexpr size_t kChunk = 4096;
   for (const auto& file : jsonl_files) {
@@ -498,7 +510,8 @@ TokenizedDataset TokenizedDataset::build(const std::vector<std::string>& jsonl_f
     std::vector<size_t> line_nos;
     auto flush = [&] {
       std::vector<Processed> out(lines.size());
-      parallel_for(lines.size(), threads, [&](size_t i) { out[i] = process_line(ctx, lines[i], file, line_nos[i]); });
+      parallel_for(lines.size(), threads,
+                   [&](size_t i) { out[i] = process_line(ctx, lines[i], file, line_nos[i]); });
       for (auto& p : out) {
         if (!p.error.empty()) throw Error(p.error);
         if (p.dropped) {
@@ -525,7 +538,8 @@ TokenizedDataset TokenizedDataset::build(const std::vector<std::string>& jsonl_f
 
   if (lines_read == 0) throw Error("dataset file(s) " + join_files(jsonl_files) + " hold no records");
   if (d.records_.empty())
-    throw Error("no training records left in " + join_files(jsonl_files) + ": all " + std::to_string(lines_read) +
+    throw Error("no training records left in " + join_files(jsonl_files) + ": all " +
+                std::to_string(lines_read) +
                 " have no target token within max_seq_length=" + std::to_string(options.max_seq_length) +
                 " (hint: raise max_seq_length, or check that the chat template marks assistant turns)");
 
@@ -569,7 +583,8 @@ std::pair<TokenizedDataset, TokenizedDataset> TokenizedDataset::split(double fra
     auto extreme = [&](bool want_val) {
       size_t best = n;
       for (size_t i = 0; i < n; ++i)
-        if (to_val[i] != want_val && (best == n || (want_val ? hashes[i] < hashes[best] : hashes[i] > hashes[best])))
+        if (to_val[i] != want_val &&
+            (best == n || (want_val ? hashes[i] < hashes[best] : hashes[i] > hashes[best])))
           best = i;
       return best;
     };
@@ -617,8 +632,8 @@ void TokenizedDataset::pack_samples(int64_t max_seq_length) {
     if (static_cast<int64_t>(records_[i].ids.size()) > max_seq_length)
       throw Error("cannot pack record " + records_[i].record_ids.at(0) + " of " +
                   std::to_string(records_[i].ids.size()) + " tokens into samples of " +
-                  std::to_string(max_seq_length) + " (hint: build with max_seq_length <= " +
-                  std::to_string(max_seq_length) + ")");
+                  std::to_string(max_seq_length) +
+                  " (hint: build with max_seq_length <= " + std::to_string(max_seq_length) + ")");
   }
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return records_[a].ids.size() > records_[b].ids.size(); });

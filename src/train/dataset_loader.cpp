@@ -106,7 +106,8 @@ DataLoader::DataLoader(const TokenizedDataset& data, int64_t batch_size, uint64_
     throw Error("mix_ratio must be in [0, 1) (got " + std::to_string(mix_ratio) + ")");
   if (mix_ratio > 0.0 && shuffle) {
     if (!mix || mix->empty())
-      throw Error("mix_ratio=" + std::to_string(mix_ratio) + " needs a non-empty mix_dataset (hint: set mix_dataset)");
+      throw Error("mix_ratio=" + std::to_string(mix_ratio) +
+                  " needs a non-empty mix_dataset (hint: set mix_dataset)");
     // mix / (data + mix) = mix_ratio.
     const double n = static_cast<double>(data.size());
     mix_per_epoch_ = static_cast<int64_t>(std::llround(n * mix_ratio / (1.0 - mix_ratio)));

@@ -2,7 +2,10 @@
 // and dropped records, packing, the token cache, the validation split, the data loader (order,
 // resume, mixing) and error messages. Uses the real DeepSeek-V3 tokenizer fixture and a small
 // SentencePiece model trained on the bundled sample data.
+#include "dsft/train/dataset.h"
+
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -13,12 +16,9 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "dsft/text/chat_template.h"
 #include "dsft/text/sentencepiece.h"
 #include "dsft/text/tokenizer.h"
-#include "dsft/train/dataset.h"
 #include "dsft/util/error.h"
 
 namespace fs = std::filesystem;
@@ -41,7 +41,9 @@ std::string error_of(F&& f) {
   return "";
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 class DatasetTest : public ::testing::Test {
  protected:
@@ -78,7 +80,8 @@ class DatasetTest : public ::testing::Test {
 
   static std::string alpaca(const std::string& id, const std::string& instruction, const std::string& output,
                             const std::string& input = "") {
-    nlohmann::json j = {{"instruction", instruction}, {"input", input}, {"output", output}, {"id", id}, {"source", "t"}};
+    nlohmann::json j = {
+        {"instruction", instruction}, {"input", input}, {"output", output}, {"id", id}, {"source", "t"}};
     return j.dump();
   }
 
@@ -119,16 +122,16 @@ text::ChatTemplate* DatasetTest::sp_template_ = nullptr;
 bool same_samples(const std::vector<Sample>& a, const std::vector<Sample>& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].ids != b[i].ids || a[i].labels_mask != b[i].labels_mask || a[i].segment_ids != b[i].segment_ids ||
-        a[i].record_ids != b[i].record_ids)
+    if (a[i].ids != b[i].ids || a[i].labels_mask != b[i].labels_mask ||
+        a[i].segment_ids != b[i].segment_ids || a[i].record_ids != b[i].record_ids)
       return false;
   return true;
 }
 
 bool same_batch(const Batch& a, const Batch& b) {
   return a.batch_size == b.batch_size && a.seq_len == b.seq_len && a.input_ids == b.input_ids &&
-         a.labels_mask == b.labels_mask && a.segment_ids == b.segment_ids && a.position_ids == b.position_ids &&
-         a.target_tokens == b.target_tokens;
+         a.labels_mask == b.labels_mask && a.segment_ids == b.segment_ids &&
+         a.position_ids == b.position_ids && a.target_tokens == b.target_tokens;
 }
 
 }  // namespace
@@ -173,7 +176,8 @@ TEST_F(DatasetTest, MultiTurnMasksEachAssistantTurn) {
   std::string f = write("chat.jsonl", {rec.dump()});
   auto d = TokenizedDataset::build({f}, *v3_, *v3_template_, opts());
   ASSERT_EQ(d.samples().size(), 1u);
-  EXPECT_EQ(target_runs(*v3_, d.samples()[0]), (std::vector<std::string>{"2.1 kg." + kEos, "199 yuan." + kEos}));
+  EXPECT_EQ(target_runs(*v3_, d.samples()[0]),
+            (std::vector<std::string>{"2.1 kg." + kEos, "199 yuan." + kEos}));
 
   // train_on_inputs: every token but the first is a target.
   DatasetOptions o = opts();
@@ -189,7 +193,8 @@ TEST_F(DatasetTest, DeepSeekV3GetsExactlyOneBos) {
   ASSERT_TRUE(v3_->add_bos_for_training);
   ASSERT_TRUE(v3_->bos_id.has_value());
   const int32_t bos = *v3_->bos_id;
-  std::string f = write("bos.jsonl", {alpaca("b1", "Hi", "Hello."), R"({"text": "Plain text here.", "id": "t1"})"});
+  std::string f =
+      write("bos.jsonl", {alpaca("b1", "Hi", "Hello."), R"({"text": "Plain text here.", "id": "t1"})"});
   auto d = TokenizedDataset::build({f}, *v3_, *v3_template_, opts());
   ASSERT_EQ(d.samples().size(), 2u);
   for (const Sample& s : d.samples()) {
@@ -238,8 +243,9 @@ TEST_F(DatasetTest, TruncationIsCountedAndEmptyRecordsDropped) {
   for (int i = 0; i < 40; ++i) long_output += "word" + std::to_string(i) + " ";
   std::string long_prompt;
   for (int i = 0; i < 60; ++i) long_prompt += "prompt" + std::to_string(i) + " ";
-  std::string f = write("trunc.jsonl", {alpaca("short", "Hi", "Hello."), alpaca("long-answer", "Hi", long_output),
-                                        alpaca("long-prompt", long_prompt, "ok")});
+  std::string f =
+      write("trunc.jsonl", {alpaca("short", "Hi", "Hello."), alpaca("long-answer", "Hi", long_output),
+                            alpaca("long-prompt", long_prompt, "ok")});
   auto full = TokenizedDataset::build({f}, *v3_, *v3_template_, opts(4096));
   EXPECT_EQ(full.stats().truncated, 0);
   const int64_t max_len = 40;
@@ -254,7 +260,8 @@ TEST_F(DatasetTest, TruncationIsCountedAndEmptyRecordsDropped) {
   ASSERT_EQ(d.samples().size(), 2u);
   EXPECT_EQ(static_cast<int64_t>(d.samples()[1].ids.size()), max_len);
   // The kept part is the start of the full record.
-  EXPECT_TRUE(std::equal(d.samples()[1].ids.begin(), d.samples()[1].ids.end(), full.samples()[1].ids.begin()));
+  EXPECT_TRUE(
+      std::equal(d.samples()[1].ids.begin(), d.samples()[1].ids.end(), full.samples()[1].ids.begin()));
   EXPECT_EQ(d.stats().tokens, static_cast<int64_t>(d.samples()[0].ids.size()) + max_len);
 }
 
@@ -309,7 +316,8 @@ TEST_F(DatasetTest, PackingKeepsRecordsApart) {
         EXPECT_EQ(b.position_ids[i], 0);
         continue;
       }
-      bool starts = t == 0 || s.segment_ids[static_cast<size_t>(t)] != s.segment_ids[static_cast<size_t>(t - 1)];
+      bool starts =
+          t == 0 || s.segment_ids[static_cast<size_t>(t)] != s.segment_ids[static_cast<size_t>(t - 1)];
       EXPECT_EQ(b.position_ids[i], starts ? 0 : b.position_ids[i - 1] + 1);
     }
   }
@@ -318,7 +326,9 @@ TEST_F(DatasetTest, PackingKeepsRecordsApart) {
 TEST_F(DatasetTest, CacheIsReusedAndRebuiltWhenStale) {
   const fs::path cache = root_ / "cache";
   std::vector<std::string> lines;
-  for (int i = 0; i < 20; ++i) lines.push_back(alpaca("c" + std::to_string(i), "Question " + std::to_string(i), "Answer " + std::to_string(i)));
+  for (int i = 0; i < 20; ++i)
+    lines.push_back(
+        alpaca("c" + std::to_string(i), "Question " + std::to_string(i), "Answer " + std::to_string(i)));
   std::string f = write("cached.jsonl", lines);
   DatasetOptions o = opts();
   o.cache_dir = cache.string();
@@ -385,7 +395,8 @@ TEST_F(DatasetTest, CacheIsReusedAndRebuiltWhenStale) {
 
 TEST_F(DatasetTest, SplitIsDeterministicAndIndependentOfFileOrder) {
   std::vector<std::string> lines;
-  for (int i = 0; i < 400; ++i) lines.push_back(alpaca("r" + std::to_string(i), "Q" + std::to_string(i), "A" + std::to_string(i)));
+  for (int i = 0; i < 400; ++i)
+    lines.push_back(alpaca("r" + std::to_string(i), "Q" + std::to_string(i), "A" + std::to_string(i)));
   std::string fwd = write("split_fwd.jsonl", lines);
   std::reverse(lines.begin(), lines.end());
   std::string rev = write("split_rev.jsonl", lines);
@@ -441,7 +452,8 @@ TEST_F(DatasetTest, LoaderOrderIsDeterministicPerEpoch) {
       EXPECT_EQ(x.batch_size, k + 1 == a.batches_per_epoch() ? 4 : 8);
       EXPECT_EQ(a.epoch(), e);
       for (int64_t r = 0; r < x.batch_size; ++r) {
-        std::vector<int64_t> row(x.input_ids.begin() + r * x.seq_len, x.input_ids.begin() + (r + 1) * x.seq_len);
+        std::vector<int64_t> row(x.input_ids.begin() + r * x.seq_len,
+                                 x.input_ids.begin() + (r + 1) * x.seq_len);
         while (!row.empty() && row.back() == *sp_->pad_id) row.pop_back();
         if (k == 0 && r == 0) first_rows[e] = row;
         epochs[static_cast<size_t>(e)].insert(row);
@@ -459,14 +471,18 @@ TEST_F(DatasetTest, LoaderOrderIsDeterministicPerEpoch) {
   DataLoader in_order(d, 2, 42, *sp_->pad_id, nullptr, 0.0, false);
   Batch first = in_order.next();
   EXPECT_EQ(first.input_ids[0], d.samples()[0].ids[0]);
-  EXPECT_EQ(first.target_tokens, std::count(d.samples()[0].labels_mask.begin(), d.samples()[0].labels_mask.end(), 1) +
-                                     std::count(d.samples()[1].labels_mask.begin(), d.samples()[1].labels_mask.end(), 1));
+  EXPECT_EQ(first.target_tokens,
+            std::count(d.samples()[0].labels_mask.begin(), d.samples()[0].labels_mask.end(), 1) +
+                std::count(d.samples()[1].labels_mask.begin(), d.samples()[1].labels_mask.end(), 1));
 }
 
 TEST_F(DatasetTest, SeekResumesExactly) {
   auto d = TokenizedDataset::build({kSampleData}, *sp_, *sp_template_, opts());
   std::vector<std::string> general;
-  for (int i = 0; i < 37; ++i) general.push_back(nlohmann::json({{"text", "general text " + std::to_string(i)}, {"id", "g" + std::to_string(i)}}).dump());
+  for (int i = 0; i < 37; ++i)
+    general.push_back(
+        nlohmann::json({{"text", "general text " + std::to_string(i)}, {"id", "g" + std::to_string(i)}})
+            .dump());
   auto mix = TokenizedDataset::build({write("general.jsonl", general)}, *sp_, *sp_template_, opts());
   DataLoader full(d, 7, 5, *sp_->pad_id, &mix, 0.3);
   const int64_t steps = full.batches_per_epoch() * 3 + 5;
@@ -480,7 +496,8 @@ TEST_F(DatasetTest, SeekResumesExactly) {
                      2 * full.batches_per_epoch() + 2}) {
     DataLoader resumed(d, 7, 5, *sp_->pad_id, &mix, 0.3);
     resumed.seek(positions[static_cast<size_t>(at)].first, positions[static_cast<size_t>(at)].second);
-    for (int64_t k = at; k < steps; ++k) ASSERT_TRUE(same_batch(resumed.next(), reference[static_cast<size_t>(k)])) << at << " " << k;
+    for (int64_t k = at; k < steps; ++k)
+      ASSERT_TRUE(same_batch(resumed.next(), reference[static_cast<size_t>(k)])) << at << " " << k;
   }
   // The end of an epoch is a valid position too: the next batch opens the next epoch.
   DataLoader end(d, 7, 5, *sp_->pad_id, &mix, 0.3);
@@ -492,7 +509,10 @@ TEST_F(DatasetTest, SeekResumesExactly) {
 TEST_F(DatasetTest, MixingHitsTheRatio) {
   auto d = TokenizedDataset::build({kSampleData}, *sp_, *sp_template_, opts());
   std::vector<std::string> general;
-  for (int i = 0; i < 1000; ++i) general.push_back(nlohmann::json({{"text", "zzz general " + std::to_string(i)}, {"id", "g" + std::to_string(i)}}).dump());
+  for (int i = 0; i < 1000; ++i)
+    general.push_back(
+        nlohmann::json({{"text", "zzz general " + std::to_string(i)}, {"id", "g" + std::to_string(i)}})
+            .dump());
   auto mix = TokenizedDataset::build({write("general_big.jsonl", general)}, *sp_, *sp_template_, opts());
   std::set<std::vector<int64_t>> mix_rows;
   for (const auto& s : mix.samples()) mix_rows.insert(std::vector<int64_t>(s.ids.begin(), s.ids.end()));
@@ -504,7 +524,8 @@ TEST_F(DatasetTest, MixingHitsTheRatio) {
     for (int64_t k = 0; k < batches; ++k) {
       Batch b = loader.next();
       for (int64_t r = 0; r < b.batch_size; ++r) {
-        std::vector<int64_t> row(b.input_ids.begin() + r * b.seq_len, b.input_ids.begin() + (r + 1) * b.seq_len);
+        std::vector<int64_t> row(b.input_ids.begin() + r * b.seq_len,
+                                 b.input_ids.begin() + (r + 1) * b.seq_len);
         while (!row.empty() && row.back() == *sp_->pad_id) row.pop_back();
         ++total;
         if (mix_rows.count(row)) {
@@ -528,7 +549,8 @@ TEST_F(DatasetTest, BundledSampleTrainsWithDeepSeekTemplate) {
   o.num_threads = 1;
   auto d = TokenizedDataset::build({kSampleData}, *sp_, *sp_template_, o);
   o.num_threads = 4;
-  EXPECT_TRUE(same_samples(d.samples(), TokenizedDataset::build({kSampleData}, *sp_, *sp_template_, o).samples()));
+  EXPECT_TRUE(
+      same_samples(d.samples(), TokenizedDataset::build({kSampleData}, *sp_, *sp_template_, o).samples()));
   EXPECT_EQ(sp_template_->name(), "deepseek-v3");
   EXPECT_EQ(d.stats().records, 300);
   EXPECT_EQ(d.stats().truncated, 0);
@@ -547,7 +569,9 @@ TEST_F(DatasetTest, BundledSampleTrainsWithDeepSeekTemplate) {
 }
 
 TEST_F(DatasetTest, ErrorsNameFileAndLine) {
-  auto build = [&](const std::string& f) { return TokenizedDataset::build({f}, *v3_, *v3_template_, opts()); };
+  auto build = [&](const std::string& f) {
+    return TokenizedDataset::build({f}, *v3_, *v3_template_, opts());
+  };
   std::string missing = (root_ / "nope.jsonl").string();
   EXPECT_TRUE(contains(error_of([&] { build(missing); }), missing + " does not exist"));
 
@@ -556,13 +580,16 @@ TEST_F(DatasetTest, ErrorsNameFileAndLine) {
   EXPECT_TRUE(contains(e, bad_json + ":2")) << e;
   EXPECT_TRUE(contains(e, "JSON")) << e;
 
-  std::string no_shape = write("shape.jsonl", {"", alpaca("ok", "Hi", "Hello."), R"({"question": "x", "id": "q1"})"});
+  std::string no_shape =
+      write("shape.jsonl", {"", alpaca("ok", "Hi", "Hello."), R"({"question": "x", "id": "q1"})"});
   e = error_of([&] { build(no_shape); });
   EXPECT_TRUE(contains(e, no_shape + ":3")) << e;
   EXPECT_TRUE(contains(e, "q1")) << e;
   EXPECT_TRUE(contains(e, "none of 'text', 'instruction' or 'messages'")) << e;
 
-  std::string two_users = write("turns.jsonl", {R"({"id": "m1", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]})"});
+  std::string two_users = write(
+      "turns.jsonl",
+      {R"({"id": "m1", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]})"});
   e = error_of([&] { build(two_users); });
   EXPECT_TRUE(contains(e, two_users + ":1")) << e;
   EXPECT_TRUE(contains(e, "two user turns")) << e;

@@ -51,15 +51,15 @@ struct DatasetOptions {
 };
 
 struct DatasetStats {
-  int64_t records = 0;         // records in the samples (dropped ones not counted)
+  int64_t records = 0;  // records in the samples (dropped ones not counted)
   int64_t samples = 0;
-  int64_t tokens = 0;          // total ids over all samples
-  int64_t target_tokens = 0;   // labels_mask == 1
-  int64_t truncated = 0;       // records cut to max_seq_length (reported, never silent)
+  int64_t tokens = 0;            // total ids over all samples
+  int64_t target_tokens = 0;     // labels_mask == 1
+  int64_t truncated = 0;         // records cut to max_seq_length (reported, never silent)
   int64_t truncated_tokens = 0;  // ids cut off those records
-  int64_t dropped_empty = 0;   // records with no target token after truncation (reported)
+  int64_t dropped_empty = 0;     // records with no target token after truncation (reported)
   bool from_cache = false;
-  std::string cache_file;      // the cache file read or written ("" without a cache)
+  std::string cache_file;  // the cache file read or written ("" without a cache)
 };
 
 // Tokenises every record of the JSONL files (in order) with `tokenizer` and `chat_template`
@@ -98,7 +98,7 @@ class TokenizedDataset {
   void pack_samples(int64_t max_seq_length);  // fills packed_samples_ from records_
 
   std::vector<Sample> records_;
-  std::vector<uint8_t> record_truncated_;  // per record: was it cut to max_seq_length
+  std::vector<uint8_t> record_truncated_;   // per record: was it cut to max_seq_length
   std::vector<int64_t> record_cut_tokens_;  // per record: how many ids were cut
   std::vector<std::string> dropped_ids_;
   std::vector<Sample> packed_samples_;
@@ -150,7 +150,7 @@ class DataLoader {
   bool shuffle_;
   int64_t mix_per_epoch_ = 0;
   int64_t epoch_ = 0;
-  int64_t index_ = 0;  // next slot within the epoch's order
+  int64_t index_ = 0;                            // next slot within the epoch's order
   std::vector<std::pair<bool, int64_t>> order_;  // (from mix?, sample index)
 };
 
