@@ -298,10 +298,12 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
     log_tokens += sl.tokens;
     log_norm = norm;
     log_skipped = log_skipped || !finite;
-    if (!finite)
+    if (!finite) {
+      bar.finish();  // a log line never lands in the middle of the progress line
       util::log_warn("step " + std::to_string(st.global_step) + ": non-finite gradients" +
                      (scaler.enabled() ? ", step skipped and loss scale lowered to " + fixed(scaler.scale(), 0)
                                        : ", step skipped"));
+    }
 
     const bool last = st.global_step == total_steps;
     if (st.global_step % cfg.logging_steps == 0 || last) {
@@ -341,6 +343,7 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
         st.best_metric = metric;
         st.best_model_checkpoint = ckpts.path_for(st.global_step);
       }
+      bar.finish();
       util::log_info("step " + std::to_string(st.global_step) + ": validation loss " + fixed(el, 4) +
                      ", perplexity " + fixed(std::exp(el), 2) + (new_best ? " (best so far)" : ""));
     }
