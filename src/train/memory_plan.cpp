@@ -44,14 +44,14 @@ int64_t nf4_bytes(int64_t numel, int64_t block, bool double_quant) {
 int64_t layer_activation_per_token(const model::ModelConfig& c, int64_t l, int64_t b, int64_t T) {
   const int64_t H = c.hidden_size, nh = c.num_attention_heads;
   int64_t bytes = 2 * (4 * H + b * H);  // two RMSNorms: the fp32 copy and the normalised output
-  bytes += 8 * nh * T;                   // fp32 scores and softmax probabilities
+  bytes += 8 * nh * T;                  // fp32 scores and softmax probabilities
   if (c.is_deepseek()) {
     const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, v = c.v_head_dim;
     const int64_t kvr = c.kv_lora_rank;
-    int64_t e = H + 2 * nh * (nope + rope);                      // input, q before and after RoPE
+    int64_t e = H + 2 * nh * (nope + rope);                           // input, q before and after RoPE
     if (c.q_lora_rank) e += 2 * *c.q_lora_rank + 2 * *c.q_lora_rank;  // q_a out, its norm (fp32)
-    e += (kvr + rope) + 3 * kvr;                                  // kv_a out, norm (fp32 + out)
-    e += nh * (nope + v) + nh * (nope + rope) + 2 * nh * v;       // kv_b out, K, V, context
+    e += (kvr + rope) + 3 * kvr;                                      // kv_a out, norm (fp32 + out)
+    e += nh * (nope + v) + nh * (nope + rope) + 2 * nh * v;           // kv_b out, K, V, context
     bytes += b * e + b * H;
   } else {
     const int64_t hd = c.head_dim, nkv = c.num_key_value_heads;
@@ -60,10 +60,10 @@ int64_t layer_activation_per_token(const model::ModelConfig& c, int64_t l, int64
   }
   if (c.is_moe_layer(l)) {
     const int64_t Im = c.moe_intermediate_size, k = c.num_experts_per_tok;
-    bytes += 4 * (H + 2 * c.n_routed_experts);             // fp32 router input, logits, scores
-    bytes += k * (b * (H + 4 * Im) + 4 * H + 16);          // each chosen expert's copy, its MLP, index
+    bytes += 4 * (H + 2 * c.n_routed_experts);     // fp32 router input, logits, scores
+    bytes += k * (b * (H + 4 * Im) + 4 * H + 16);  // each chosen expert's copy, its MLP, index
     if (c.n_shared_experts > 0) bytes += b * (H + 4 * Im * c.n_shared_experts);
-    bytes += 4 * H;                                        // fp32 accumulation of the experts
+    bytes += 4 * H;  // fp32 accumulation of the experts
   } else {
     bytes += b * (H + 4 * c.intermediate_size);  // input, gate, up, silu(gate), product
   }
@@ -178,7 +178,7 @@ MemoryPlan plan_memory(const TrainConfig& cfg, const model::ModelConfig& mc, con
   }
 
   // Dense parameters by dtype, and what trains.
-  std::map<std::string, int64_t> dense_params;  // dtype name -> count
+  std::map<std::string, int64_t> dense_params;        // dtype name -> count
   std::map<std::string, int64_t> trainable_by_bytes;  // "4"/"2" -> count
   int64_t total = 0, trainable = 0, grad_bytes = 0, optim_bytes = 0;
   for (const auto& item : lm->named_parameters(/*recurse=*/true)) {
@@ -215,9 +215,10 @@ MemoryPlan plan_memory(const TrainConfig& cfg, const model::ModelConfig& mc, con
   for (const auto& [name, n] : dense_params)
     if (n > 0) p.weights.push_back({"weights " + name, n * dtype_bytes(name), params_text(n)});
   if (quant_params > 0)
-    p.weights.push_back({std::string("weights ") + to_string(cfg.quantization) +
-                             (cfg.quantization == Quantization::nf4 && cfg.double_quant ? " (double quant)" : ""),
-                         quant_bytes, params_text(quant_params)});
+    p.weights.push_back(
+        {std::string("weights ") + to_string(cfg.quantization) +
+             (cfg.quantization == Quantization::nf4 && cfg.double_quant ? " (double quant)" : ""),
+         quant_bytes, params_text(quant_params)});
   for (const auto& w : p.weights) p.weights_bytes += w.bytes;
   p.adapter_bytes = adapter_params * 4;
   p.gradient_bytes = grad_bytes;
@@ -260,7 +261,8 @@ std::string format_memory_plan(const MemoryPlan& p) {
   std::ostringstream s;
   auto row = [&](const std::string& what, int64_t bytes, const std::string& detail) {
     char buf[160];
-    std::snprintf(buf, sizeof buf, "  %-34s %12s  %s\n", what.c_str(), util::format_bytes(static_cast<double>(bytes)).c_str(), detail.c_str());
+    std::snprintf(buf, sizeof buf, "  %-34s %12s  %s\n", what.c_str(),
+                  util::format_bytes(static_cast<double>(bytes)).c_str(), detail.c_str());
     s << buf;
   };
   s << "memory plan on " << p.device << " (compute " << p.compute_dtype << ", " << params_text(p.total_params)
@@ -270,7 +272,8 @@ std::string format_memory_plan(const MemoryPlan& p) {
   row("gradients", p.gradient_bytes, "");
   row("optimizer states (AdamW)", p.optimizer_bytes, "exp_avg, exp_avg_sq, fp32 master copies");
   const std::string per_batch = std::to_string(p.tokens_per_micro_batch) + " tokens per micro-batch";
-  row(std::string("activations") + (p.activation_bytes == p.activation_bytes_checkpointed ? " (checkpointed)" : ""),
+  row(std::string("activations") +
+          (p.activation_bytes == p.activation_bytes_checkpointed ? " (checkpointed)" : ""),
       p.activation_bytes, per_batch);
   row("  without gradient checkpointing", p.activation_bytes_full, "");
   row("  with gradient checkpointing", p.activation_bytes_checkpointed, "");

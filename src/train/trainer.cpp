@@ -31,7 +31,8 @@ peft::LoraConfig lora_config_from(const TrainConfig& cfg) {
 BatchTensors to_tensors(const Batch& b, const torch::Device& device) {
   const int64_t B = b.batch_size, T = b.seq_len;
   if (B <= 0 || T <= 0 || static_cast<int64_t>(b.input_ids.size()) != B * T ||
-      static_cast<int64_t>(b.labels_mask.size()) != B * T || static_cast<int64_t>(b.segment_ids.size()) != B * T ||
+      static_cast<int64_t>(b.labels_mask.size()) != B * T ||
+      static_cast<int64_t>(b.segment_ids.size()) != B * T ||
       static_cast<int64_t>(b.position_ids.size()) != B * T)
     throw Error("malformed batch: expected " + std::to_string(B) + " x " + std::to_string(T) +
                 " entries in input_ids, labels_mask, segment_ids and position_ids");
@@ -44,7 +45,8 @@ BatchTensors to_tensors(const Batch& b, const torch::Device& device) {
   t.segment_ids = torch::from_blob(const_cast<int32_t*>(b.segment_ids.data()), {B, T}, torch::kInt32)
                       .to(torch::kInt64)
                       .to(device);
-  t.position_ids = torch::from_blob(const_cast<int64_t*>(b.position_ids.data()), {B, T}, i64).clone().to(device);
+  t.position_ids =
+      torch::from_blob(const_cast<int64_t*>(b.position_ids.data()), {B, T}, i64).clone().to(device);
   int64_t targets = 0, tokens = 0;
   for (int64_t i = 0; i < B * T; ++i) {
     // Position 0 of a row never has a logit before it: it cannot be a target.
@@ -69,14 +71,16 @@ double loss_sum(model::CausalLMImpl& m, const BatchTensors& b, const LossOptions
   fo.attention_mask = model::document_mask(b.segment_ids);
   const bool training = backward_scale.has_value() && torch::GradMode::is_enabled();
   if (training && o.gradient_checkpointing) {
-    fo.layer_wrapper = [](const model::LayerFn& layer, const torch::Tensor& h) { return checkpoint(layer, h); };
+    fo.layer_wrapper = [](const model::LayerFn& layer, const torch::Tensor& h) {
+      return checkpoint(layer, h);
+    };
   }
   torch::Tensor h = m.hidden_states(b.input_ids, fo);  // [B, T, H]
   const int64_t H = h.size(2);
   // The hidden state at t - 1 predicts the token at t.
-  auto mask = b.labels_mask.narrow(1, 1, T - 1).reshape({-1});                    // [B*(T-1)]
-  auto idx = mask.nonzero().reshape({-1});                                        // [N]
-  auto sel = h.narrow(1, 0, T - 1).reshape({B * (T - 1), H}).index_select(0, idx);  // [N, H]
+  auto mask = b.labels_mask.narrow(1, 1, T - 1).reshape({-1});                        // [B*(T-1)]
+  auto idx = mask.nonzero().reshape({-1});                                            // [N]
+  auto sel = h.narrow(1, 0, T - 1).reshape({B * (T - 1), H}).index_select(0, idx);    // [N, H]
   auto targets = b.input_ids.narrow(1, 1, T - 1).reshape({-1}).index_select(0, idx);  // [N]
   const int64_t N = sel.size(0);
   // The lm_head and loss run chunk by chunk on a detached copy of the selected hidden states;
@@ -126,7 +130,8 @@ double evaluate(model::CausalLMImpl& m, const std::vector<Sample>& data, int64_t
   int64_t targets = 0;
   for (size_t i = 0; i < data.size(); i += static_cast<size_t>(batch_size)) {
     std::vector<const Sample*> picked;
-    for (size_t j = i; j < data.size() && j < i + static_cast<size_t>(batch_size); ++j) picked.push_back(&data[j]);
+    for (size_t j = i; j < data.size() && j < i + static_cast<size_t>(batch_size); ++j)
+      picked.push_back(&data[j]);
     BatchTensors t = to_tensors(collate(picked, pad_id), device);
     sum += loss_sum(m, t, {}, std::nullopt);
     targets += t.target_tokens;

@@ -87,8 +87,8 @@ torch::Dtype compute_dtype(const TrainConfig& cfg) {
 }
 
 void copy_tokenizer_files(const std::string& from, const std::string& to) {
-  for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                           "added_tokens.json"}) {
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                           "special_tokens_map.json", "added_tokens.json"}) {
     const fs::path src = fs::path(from) / name;
     if (fs::is_regular_file(src))
       util::write_file_atomic((fs::path(to) / name).string(), util::read_file(src.string()));
@@ -123,8 +123,8 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
   if (resume) {
     st = read_trainer_state(resume->path);
     if (st.config_hash != config_hash(cfg))
-      throw Error(resume->path + " was written by a run configured differently (config_hash " + st.config_hash +
-                  " vs " + config_hash(cfg) +
+      throw Error(resume->path + " was written by a run configured differently (config_hash " +
+                  st.config_hash + " vs " + config_hash(cfg) +
                   "); resume with the same model, data and optimisation keys, or start a fresh output_dir");
   }
   const std::string config_yaml = to_yaml(cfg);
@@ -154,10 +154,12 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
   log_stats("training data", train_data.stats());
   if (cfg.has_evaluation()) log_stats("validation data", eval_data.stats());
   if (mix_data) log_stats("mixed-in data", mix_data->stats());
-  if (train_data.samples().empty()) throw Error("no training samples left after tokenisation (see the counts above)");
+  if (train_data.samples().empty())
+    throw Error("no training samples left after tokenisation (see the counts above)");
   const bool evaluating = cfg.has_evaluation() && !eval_data.samples().empty();
   if (cfg.has_evaluation() && !evaluating)
-    util::log_warn("the validation set is empty: evaluation, early stopping and best-checkpoint tracking are off");
+    util::log_warn(
+        "the validation set is empty: evaluation, early stopping and best-checkpoint tracking are off");
   const int32_t pad_id = tok->pad_id.value_or(tok->eos_id.value_or(0));
 
   // 4. The model and what trains.
@@ -170,9 +172,11 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
     peft::Nf4Options nf4;
     nf4.block_size = cfg.quant_block_size;
     nf4.double_quant = cfg.double_quant;
-    const auto format = cfg.quantization == Quantization::int8 ? peft::BaseFormat::int8 : peft::BaseFormat::nf4;
+    const auto format =
+        cfg.quantization == Quantization::int8 ? peft::BaseFormat::int8 : peft::BaseFormat::nf4;
     const auto done = peft::quantize_linears(*lm, format, nf4, {"lm_head"});
-    util::log_info("quantised " + std::to_string(done.size()) + " linear layers to " + to_string(cfg.quantization));
+    util::log_info("quantised " + std::to_string(done.size()) + " linear layers to " +
+                   to_string(cfg.quantization));
   }
   if (lora) {
     const auto inj = peft::inject_lora(*lm, lc);
@@ -191,8 +195,9 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
     }
   if (trainable.empty()) throw Error("nothing to train: no parameter requires a gradient");
   const auto count = peft::count_parameters(*lm);
-  util::log_info("trainable parameters: " + std::to_string(count.trainable) + " of " + std::to_string(count.total) +
-                 " (" + fixed(100.0 * count.trainable / std::max<int64_t>(1, count.total), 3) + "%)");
+  util::log_info("trainable parameters: " + std::to_string(count.trainable) + " of " +
+                 std::to_string(count.total) + " (" +
+                 fixed(100.0 * count.trainable / std::max<int64_t>(1, count.total), 3) + "%)");
   lm->train();
 
   // 5. Optimizer, schedule, scaler, early stopping, data order.
@@ -207,11 +212,13 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
   const int64_t batches_per_epoch = std::max<int64_t>(1, loader.batches_per_epoch());
   const int64_t accum = cfg.gradient_accumulation_steps;
   const int64_t total_steps =
-      cfg.max_steps > 0 ? cfg.max_steps
-                        : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(cfg.num_train_epochs * batches_per_epoch /
-                                                                              static_cast<double>(accum))));
+      cfg.max_steps > 0
+          ? cfg.max_steps
+          : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(cfg.num_train_epochs * batches_per_epoch /
+                                                                static_cast<double>(accum))));
   result.total_steps = total_steps;
-  LrSchedule schedule(cfg.lr_scheduler_type, cfg.learning_rate, cfg.num_warmup_steps(total_steps), total_steps);
+  LrSchedule schedule(cfg.lr_scheduler_type, cfg.learning_rate, cfg.num_warmup_steps(total_steps),
+                      total_steps);
   LossScaler scaler(cfg.fp16);
   const bool greater_is_better = cfg.greater_is_better;
   EarlyStopping early(cfg.early_stopping_patience, cfg.early_stopping_threshold, greater_is_better);
@@ -231,7 +238,9 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
   MetricsWriter metrics(metrics_path, resume ? st.global_step : -1);
 
   const LossOptions loss_opt{cfg.gradient_checkpointing, kLossChunkTokens};
-  auto run_eval = [&]() { return evaluate(*lm, eval_data.samples(), cfg.per_device_eval_batch_size, pad_id, device); };
+  auto run_eval = [&]() {
+    return evaluate(*lm, eval_data.samples(), cfg.per_device_eval_batch_size, pad_id, device);
+  };
   if (evaluating && !resume) {
     const double l0 = run_eval();
     result.initial_eval_loss = l0;
@@ -301,8 +310,9 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
     if (!finite) {
       bar.finish();  // a log line never lands in the middle of the progress line
       util::log_warn("step " + std::to_string(st.global_step) + ": non-finite gradients" +
-                     (scaler.enabled() ? ", step skipped and loss scale lowered to " + fixed(scaler.scale(), 0)
-                                       : ", step skipped"));
+                     (scaler.enabled()
+                          ? ", step skipped and loss scale lowered to " + fixed(scaler.scale(), 0)
+                          : ", step skipped"));
     }
 
     const bool last = st.global_step == total_steps;
@@ -319,9 +329,9 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
       r.skipped = log_skipped;
       metrics.write(r);
       result.final_train_loss = r.loss;
-      bar.update(st.global_step, {{"loss", fixed(*r.loss, 4)},
-                                  {"lr", sci(lr)},
-                                  {"tok/s", util::format_count(*r.tokens_per_s)}});
+      bar.update(
+          st.global_step,
+          {{"loss", fixed(*r.loss, 4)}, {"lr", sci(lr)}, {"tok/s", util::format_count(*r.tokens_per_s)}});
       log_loss_sum = 0.0;
       log_targets = log_tokens = 0;
       log_skipped = false;
@@ -378,7 +388,8 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
   }
 
   // 7. The product of the run.
-  if (cfg.load_best_model_at_end && !st.best_model_checkpoint.empty() && util::path_exists(st.best_model_checkpoint)) {
+  if (cfg.load_best_model_at_end && !st.best_model_checkpoint.empty() &&
+      util::path_exists(st.best_model_checkpoint)) {
     load_into((fs::path(st.best_model_checkpoint) / kWeightsFile).string(), trainable);
     util::log_info("loaded the best checkpoint " + st.best_model_checkpoint);
     if (evaluating) result.final_eval_loss = st.best_metric;
@@ -399,8 +410,9 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
   if (result.final_train_loss) std::fprintf(ro.out, ", final training loss %.4f", *result.final_train_loss);
   std::fprintf(ro.out, "%s\n", result.early_stopped ? " (stopped early)" : "");
   if (result.initial_eval_loss && result.final_eval_loss)
-    std::fprintf(ro.out, "validation perplexity %.2f -> %.2f (loss %.4f -> %.4f)\n", std::exp(*result.initial_eval_loss),
-                 std::exp(*result.final_eval_loss), *result.initial_eval_loss, *result.final_eval_loss);
+    std::fprintf(ro.out, "validation perplexity %.2f -> %.2f (loss %.4f -> %.4f)\n",
+                 std::exp(*result.initial_eval_loss), std::exp(*result.final_eval_loss),
+                 *result.initial_eval_loss, *result.final_eval_loss);
   std::fprintf(ro.out, "%s written to %s\n", lora ? "PEFT adapter" : "model", result.output.c_str());
   return result;
 }

@@ -2,10 +2,10 @@
 // model does not exist yet), the refusal of runs that cannot fit, and the creation of a tiny random
 // model with a SentencePiece tokenizer trained on the run's own data (smoke runs, demos).
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include "dsft/model/commands.h"
 #include "dsft/model/config.h"
@@ -40,8 +40,8 @@ nlohmann::json preset_json(const std::string& model_init) {
     if (name == p.arch + "-" + p.preset) return nlohmann::json::parse(text);
   std::vector<std::string> names;
   for (const auto& entry : model::builtin_presets()) names.push_back(entry.first);
-  throw Error("model_init = " + model_init + " names no built-in preset (available: " + util::join(names, ", ") +
-              ")");
+  throw Error("model_init = " + model_init +
+              " names no built-in preset (available: " + util::join(names, ", ") + ")");
 }
 
 }  // namespace
@@ -49,8 +49,9 @@ nlohmann::json preset_json(const std::string& model_init) {
 MemoryPlan plan_for(const TrainConfig& cfg) {
   const std::string device = resolve_device(cfg.device);
   if (cfg.fp16 && device == "cpu")
-    throw Error("fp16 = true needs a GPU: CPU matrix products have no float16 kernels; use bf16=true on the CPU "
-                "(or device=cuda)");
+    throw Error(
+        "fp16 = true needs a GPU: CPU matrix products have no float16 kernels; use bf16=true on the CPU "
+        "(or device=cuda)");
   const fs::path dir(cfg.model_name_or_path);
   model::ModelConfig mc;
   if (fs::exists(dir / "config.json") || fs::is_regular_file(dir)) {
@@ -103,7 +104,8 @@ bool ensure_model(const TrainConfig& cfg) {
     so.input_jsonl = files.front();
     so.output_dir = tok_dir;
     so.vocab_size = preset.value("vocab_size", 512);
-    so.chat_template = cfg.chat_template.empty() || cfg.chat_template == "auto" ? "chatml" : cfg.chat_template;
+    so.chat_template =
+        cfg.chat_template.empty() || cfg.chat_template == "auto" ? "chatml" : cfg.chat_template;
     text::train_sentencepiece(so);
     auto tok = text::load_tokenizer(tok_dir);
 

@@ -41,8 +41,8 @@ class TrainE2E : public ::testing::Test {
 
   // tiny.yaml with the model and run directories moved under the test's temp root.
   static std::string tiny_args(const std::string& run, const std::string& extra = "") {
-    return "train --config " + q(kSource + "/configs/tiny.yaml") + " model_name_or_path=" + q(root_ + "/model") +
-           " output_dir=" + q(root_ + "/" + run) + " " + extra;
+    return "train --config " + q(kSource + "/configs/tiny.yaml") +
+           " model_name_or_path=" + q(root_ + "/model") + " output_dir=" + q(root_ + "/" + run) + " " + extra;
   }
 
   static std::string root_;
@@ -63,7 +63,8 @@ Metrics read_metrics(const std::string& path) {
     if (!j.is_object()) continue;
     const int64_t step = j.value("step", int64_t{-1});
     if (j.contains("loss") && j["loss"].is_number()) m.loss[step] = j["loss"].get<double>();
-    if (j.contains("eval_loss") && j["eval_loss"].is_number()) m.eval_loss[step] = j["eval_loss"].get<double>();
+    if (j.contains("eval_loss") && j["eval_loss"].is_number())
+      m.eval_loss[step] = j["eval_loss"].get<double>();
   }
   return m;
 }
@@ -90,8 +91,8 @@ pid_t spawn_dsft(const std::vector<std::string>& args, const std::string& log) {
 
 std::vector<std::string> tiny_argv(const std::string& root, const std::string& run,
                                    const std::vector<std::string>& extra) {
-  std::vector<std::string> a = {"train", "--config", kSource + "/configs/tiny.yaml", "model_name_or_path=" + root + "/model",
-                                "output_dir=" + root + "/" + run};
+  std::vector<std::string> a = {"train", "--config", kSource + "/configs/tiny.yaml",
+                                "model_name_or_path=" + root + "/model", "output_dir=" + root + "/" + run};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -120,7 +121,8 @@ TEST_F(TrainE2E, TinySmokeRunLowersValidationPerplexity) {
   // The model was created with a tokenizer; the run wrote its products with private permissions.
   EXPECT_TRUE(fs::exists(root_ + "/model/config.json"));
   EXPECT_TRUE(fs::exists(root_ + "/model/tokenizer.model"));
-  for (const char* f : {"config.yaml", "metrics.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"}) {
+  for (const char* f :
+       {"config.yaml", "metrics.jsonl", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"}) {
     ASSERT_TRUE(fs::exists(run / f)) << f << "\n" << r.out;
     EXPECT_EQ(mode_of(run / f), 0600) << f;
   }
@@ -145,10 +147,11 @@ TEST_F(TrainE2E, TinySmokeRunLowersValidationPerplexity) {
 
 TEST_F(TrainE2E, ResumeAfterSigkillReproducesTheUninterruptedLosses) {
   // Dropout on, so that the restored RNG state matters; checkpoints every 3 steps.
-  const std::vector<std::string> common = {"max_steps=24", "save_steps=3", "eval_steps=6", "lora_dropout=0.1",
-                                           "save_total_limit=0", "logging_steps=1"};
-  auto full = e2e::run_dsft(tiny_args("full", "max_steps=24 save_steps=3 eval_steps=6 lora_dropout=0.1 "
-                                              "save_total_limit=0 logging_steps=1"));
+  const std::vector<std::string> common = {"max_steps=24",     "save_steps=3",       "eval_steps=6",
+                                           "lora_dropout=0.1", "save_total_limit=0", "logging_steps=1"};
+  auto full = e2e::run_dsft(tiny_args("full",
+                                      "max_steps=24 save_steps=3 eval_steps=6 lora_dropout=0.1 "
+                                      "save_total_limit=0 logging_steps=1"));
   ASSERT_EQ(full.code, 0) << full.out;
   const Metrics want = read_metrics(root_ + "/full/metrics.jsonl");
   ASSERT_EQ(want.loss.size(), 24u);
@@ -171,8 +174,9 @@ TEST_F(TrainE2E, ResumeAfterSigkillReproducesTheUninterruptedLosses) {
   const size_t logged_before = read_metrics(run + "/metrics.jsonl").loss.size();
   ASSERT_LT(logged_before, 24u);
 
-  auto resumed = e2e::run_dsft(tiny_args("killed", "max_steps=24 save_steps=3 eval_steps=6 lora_dropout=0.1 "
-                                                   "save_total_limit=0 logging_steps=1 resume_from_checkpoint=auto"));
+  auto resumed = e2e::run_dsft(tiny_args("killed",
+                                         "max_steps=24 save_steps=3 eval_steps=6 lora_dropout=0.1 "
+                                         "save_total_limit=0 logging_steps=1 resume_from_checkpoint=auto"));
   ASSERT_EQ(resumed.code, 0) << resumed.out;
   EXPECT_NE(resumed.out.find("resuming from"), std::string::npos) << resumed.out;
   const Metrics got = read_metrics(run + "/metrics.jsonl");
@@ -186,8 +190,9 @@ TEST_F(TrainE2E, ResumeAfterSigkillReproducesTheUninterruptedLosses) {
 
 TEST_F(TrainE2E, SigintWritesACheckpointAndExits130) {
   const std::string run = root_ + "/interrupted";
-  pid_t pid = spawn_dsft(tiny_argv(root_, "interrupted", {"max_steps=400", "save_steps=1000", "eval_steps=1000"}),
-                         root_ + "/interrupted.log");
+  pid_t pid =
+      spawn_dsft(tiny_argv(root_, "interrupted", {"max_steps=400", "save_steps=1000", "eval_steps=1000"}),
+                 root_ + "/interrupted.log");
   ASSERT_TRUE(wait_for([&] { return read_metrics(run + "/metrics.jsonl").loss.size() >= 2; }, 60.0));
   ::kill(pid, SIGINT);
   int status = 0;
@@ -220,8 +225,9 @@ TEST_F(TrainE2E, DryRunPrintsThePlanAndHugeModelsAreRefusedBeforeLoading) {
     "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096, "beta_fast": 32,
                      "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
     "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 1})";
-  const std::string args = "train --config " + q(kSource + "/configs/tiny.yaml") + " model_name_or_path=" +
-                           q(huge.string()) + " output_dir=" + q(root_ + "/huge-run");
+  const std::string args = "train --config " + q(kSource + "/configs/tiny.yaml") +
+                           " model_name_or_path=" + q(huge.string()) +
+                           " output_dir=" + q(root_ + "/huge-run");
   auto dry = e2e::run_dsft(args + " --dry-run");
   EXPECT_EQ(dry.code, 1) << dry.out;
   EXPECT_NE(dry.out.find("memory plan"), std::string::npos) << dry.out;

@@ -61,7 +61,8 @@ void zero_grads(model::CausalLMImpl& m) {
   for (auto& p : m.parameters()) p.mutable_grad() = torch::Tensor();
 }
 
-double max_rel_diff(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+double max_rel_diff(const std::map<std::string, torch::Tensor>& a,
+                    const std::map<std::string, torch::Tensor>& b) {
   double worst = 0.0;
   for (const auto& [k, t] : a) {
     const auto& u = b.at(k);

@@ -14,7 +14,7 @@
 namespace dsft::train {
 
 struct MemoryLine {
-  std::string what;    // "weights bfloat16", "LoRA adapters", ...
+  std::string what;  // "weights bfloat16", "LoRA adapters", ...
   int64_t bytes = 0;
   std::string detail;  // "6.7B parameters", ...
 };
@@ -28,10 +28,10 @@ struct MemoryPlan {
 
   std::vector<MemoryLine> weights;  // one line per storage kind (dense dtype, nf4, int8)
   int64_t weights_bytes = 0;
-  int64_t adapter_bytes = 0;    // LoRA factors (fp32)
-  int64_t gradient_bytes = 0;   // one gradient per trainable parameter, in its dtype
-  int64_t optimizer_bytes = 0;  // AdamW: exp_avg + exp_avg_sq (+ fp32 master for bf16/fp16 params)
-  int64_t activation_bytes_full = 0;          // every layer's activations kept for backward
+  int64_t adapter_bytes = 0;          // LoRA factors (fp32)
+  int64_t gradient_bytes = 0;         // one gradient per trainable parameter, in its dtype
+  int64_t optimizer_bytes = 0;        // AdamW: exp_avg + exp_avg_sq (+ fp32 master for bf16/fp16 params)
+  int64_t activation_bytes_full = 0;  // every layer's activations kept for backward
   int64_t activation_bytes_checkpointed = 0;  // layer inputs kept, one layer recomputed at a time
   int64_t activation_bytes = 0;               // the one this run uses
   int64_t overhead_bytes = 0;                 // runtime, allocator slack, data

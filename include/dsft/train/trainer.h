@@ -72,11 +72,12 @@ struct StepLoss {
 // parameters' .grad as those of loss_scale * (Σ token losses / Σ target tokens of ALL micro-batches),
 // i.e. the step's mean token loss, not a mean of per-batch means.
 StepLoss accumulate_gradients(model::CausalLMImpl& model, const std::vector<Batch>& micro_batches,
-                              const torch::Device& device, const LossOptions& options, double loss_scale = 1.0);
+                              const torch::Device& device, const LossOptions& options,
+                              double loss_scale = 1.0);
 
 // Mean token loss over every sample of `data` (eval mode, no gradients); NaN when it has no targets.
-double evaluate(model::CausalLMImpl& model, const std::vector<Sample>& data, int64_t batch_size, int32_t pad_id,
-                const torch::Device& device);
+double evaluate(model::CausalLMImpl& model, const std::vector<Sample>& data, int64_t batch_size,
+                int32_t pad_id, const torch::Device& device);
 
 struct TrainResult {
   int64_t global_step = 0;
