@@ -11,7 +11,7 @@ namespace dsft::eval::svg {
 namespace {
 
 constexpr double kWidth = 720, kHeight = 320;
-constexpr double kLeft = 72, kRight = 24, kTop = 40, kBottom = 56;
+constexpr double kLeft = 72, kRight = 24, kTop = 54, kBottom = 56;
 
 std::string fmt(const char* f, double v) {
   char buf[64];
@@ -66,7 +66,7 @@ Range make_range(double lo, double hi, int target, bool include_zero) {
 }
 
 std::string svg_open(const std::string& id, double w, double h, const std::string& title) {
-  std::string s = "<svg class=\"chart\" data-chart=\"" + escape(id) + "\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 " +
+  std::string s = "<svg class=\"chart\" data-chart=\"" + escape(id) + "\" viewBox=\"0 0 " +
                   c(w) + " " + c(h) + "\" width=\"" + c(w) + "\" height=\"" + c(h) + "\" role=\"img\" aria-label=\"" +
                   escape(title) + "\">";
   s += "<title>" + escape(title) + "</title>";
@@ -145,8 +145,10 @@ std::vector<double> nice_ticks(double lo, double hi, int target) {
   double first = std::floor(lo / step + 1e-9), last = std::ceil(hi / step - 1e-9);
   std::vector<double> t;
   for (double k = first; k <= last + 0.5 && t.size() < 50; k += 1) {
-    double v = k * step;
-    if (std::fabs(v) < step * 1e-9) v = 0;  // -0 and 1e-17 from rounding print as 0
+    // Rounded to the step's decimals so 3 * 0.2 is 0.6, not 0.6000000000000001; -0 becomes 0.
+    double scale = std::pow(10.0, std::max(0.0, -std::floor(std::log10(step))));
+    double v = std::round(k * step * scale) / scale;
+    if (std::fabs(v) < step * 1e-9) v = 0;
     t.push_back(v);
   }
   if (t.size() < 2) t.push_back(t.back() + step);
