@@ -103,6 +103,9 @@ inline void write_synthetic_tokenizer(const std::string& dir, int64_t vocab_size
   for (char c = 'a'; c <= 'z'; ++c) pairs.push_back({std::string(1, c), "e"});
   for (const char* p : {"th", "in", "on", "an", "ou", "is", "at", "or", "it", "al", "ar", "st", "nd", "to"})
     pairs.push_back({std::string(1, p[0]), std::string(1, p[1])});
+  // Larger vocabularies (the 512-token tiny presets): every other letter pair.
+  for (char a = 'a'; a <= 'z'; ++a)
+    for (char b = 'a'; b <= 'z'; ++b) pairs.push_back({std::string(1, a), std::string(1, b)});
   for (const auto& [a, b] : pairs) {
     if (id >= vocab_size) break;
     if (vocab.contains(a + b)) continue;
