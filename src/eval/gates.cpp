@@ -144,10 +144,11 @@ std::map<std::string, double> gate_values(const nlohmann::json& report) {
   put(out, "time_to_first_token_ms", report, {"speed.time_to_first_token_ms"});
   if (const auto* m = find_number(report, "speed.peak_memory_bytes"))
     out["peak_memory_mb"] = m->get<double>() / (1024.0 * 1024.0);
-  put(out, "win_rate", report, {"ab.pooled.win_rate", "ab.pooled.win", "ab.win_rate"});
-  put(out, "tie_rate", report, {"ab.pooled.tie_rate", "ab.pooled.tie", "ab.tie_rate"});
-  put(out, "loss_rate", report, {"ab.pooled.loss_rate", "ab.pooled.loss", "ab.loss_rate"});
-  put(out, "kappa", report, {"ab.fleiss_kappa", "ab.kappa", "ab.pooled.fleiss_kappa"});
+  // aggregate_ratings: pooled rates over every rating, Fleiss' kappa (null when undefined).
+  put(out, "win_rate", report, {"ab.pooled.win_rate"});
+  put(out, "tie_rate", report, {"ab.pooled.tie_rate"});
+  put(out, "loss_rate", report, {"ab.pooled.loss_rate"});
+  put(out, "kappa", report, {"ab.fleiss_kappa"});
   return out;
 }
 
