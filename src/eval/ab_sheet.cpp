@@ -2,12 +2,12 @@
 // (sheet.csv for spreadsheets, sheet.html to read or print offline) with the key that unblinds
 // them (key.json). The A/B order comes from a seeded std::mt19937_64, whose output the C++
 // standard fixes, so a seed recreates the same sheet on any platform.
-#include <nlohmann/json.hpp>
+#include "dsft/eval/ab_sheet.h"
 
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 
-#include "dsft/eval/ab_sheet.h"
 #include "dsft/util/error.h"
 #include "dsft/util/fs.h"
 #include "svg.h"
@@ -22,9 +22,11 @@ using nlohmann::json;
 // a model's answer can neither execute nor show as #NAME? in the rater's spreadsheet.
 std::string csv_field(const std::string& v) {
   std::string s = v;
-  if (!s.empty() && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' || s[0] == '\t' || s[0] == '\r'))
+  if (!s.empty() &&
+      (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' || s[0] == '\t' || s[0] == '\r'))
     s.insert(s.begin(), '\'');
-  bool quote = s.find_first_of(",\"\r\n") != std::string::npos || (!s.empty() && (s.front() == ' ' || s.back() == ' '));
+  bool quote = s.find_first_of(",\"\r\n") != std::string::npos ||
+               (!s.empty() && (s.front() == ' ' || s.back() == ' '));
   if (!quote) return s;
   std::string q = "\"";
   for (char ch : s) {
@@ -75,8 +77,9 @@ std::string fill_prompt_template(const std::string& templ, const std::map<std::s
         throw Error("prompt template: '{' at byte " + std::to_string(i) +
                     " starts a placeholder that is never closed; write '{{' for a literal brace");
       std::string name = templ.substr(i + 1, close - i - 1);
-      if (name.empty()) throw Error("prompt template: empty placeholder '{}' at byte " + std::to_string(i) +
-                                    "; name a field, e.g. {question}, or write '{{}}' for literal braces");
+      if (name.empty())
+        throw Error("prompt template: empty placeholder '{}' at byte " + std::to_string(i) +
+                    "; name a field, e.g. {question}, or write '{{}}' for literal braces");
       auto it = vars.find(name);
       if (it == vars.end()) {
         std::string have;
@@ -87,7 +90,8 @@ std::string fill_prompt_template(const std::string& templ, const std::map<std::s
       out += it->second;
       i = close;
     } else if (ch == '}') {
-      throw Error("prompt template: single '}' at byte " + std::to_string(i) + "; write '}}' for a literal brace");
+      throw Error("prompt template: single '}' at byte " + std::to_string(i) +
+                  "; write '}}' for a literal brace");
     } else {
       out += ch;
     }
@@ -121,12 +125,16 @@ void write_ab_sheet(const std::vector<AbItem>& items, uint64_t seed, const std::
   csv += csv_row({"item", "prompt", "answer_a", "answer_b", "rating", "comment"});
   std::string html;
   html += "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n";
-  html += "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n";
+  html +=
+      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src "
+      "'unsafe-inline'\">\n";
   html += "<title>A/B rating sheet</title>\n<style>" + std::string(kSheetCss) + "</style>\n</head>\n<body>\n";
   html += "<h1>A/B rating sheet (" + std::to_string(items.size()) + " items)</h1>\n";
-  html += "<p>For each item, read the prompt and the two answers, then write in the <b>rating</b> column of "
-          "sheet.csv which answer is better: <b>A</b>, <b>B</b> or <b>tie</b>. The order of A and B changes from "
-          "item to item and says nothing about which model wrote the answer. The comment column is optional.</p>\n";
+  html +=
+      "<p>For each item, read the prompt and the two answers, then write in the <b>rating</b> column of "
+      "sheet.csv which answer is better: <b>A</b>, <b>B</b> or <b>tie</b>. The order of A and B changes from "
+      "item to item and says nothing about which model wrote the answer. The comment column is "
+      "optional.</p>\n";
   for (size_t i = 0; i < items.size(); ++i) {
     const AbItem& it = items[i];
     const std::string& a = a_is_base[i] ? it.base_answer : it.tuned_answer;
@@ -135,11 +143,13 @@ void write_ab_sheet(const std::vector<AbItem>& items, uint64_t seed, const std::
     json entry = {{"a", a_is_base[i] ? "base" : "tuned"}};
     if (!it.category.empty()) entry["category"] = it.category;
     key["items"][it.id] = entry;
-    html += "<div class=\"item\"><h2>Item " + svg::escape(it.id) + "</h2>\n<div class=\"prompt text\">" +
-            svg::escape(it.prompt) + "</div>\n<div class=\"answers\"><div class=\"answer\"><h3>A</h3><div class=\"text\">" +
-            svg::escape(a) + "</div></div><div class=\"answer\"><h3>B</h3><div class=\"text\">" + svg::escape(b) +
-            "</div></div></div>\n<div class=\"rate\">Better: A / B / tie <span class=\"blank\"></span> &nbsp; "
-            "Comment: <span class=\"blank\"></span></div></div>\n";
+    html +=
+        "<div class=\"item\"><h2>Item " + svg::escape(it.id) + "</h2>\n<div class=\"prompt text\">" +
+        svg::escape(it.prompt) +
+        "</div>\n<div class=\"answers\"><div class=\"answer\"><h3>A</h3><div class=\"text\">" +
+        svg::escape(a) + "</div></div><div class=\"answer\"><h3>B</h3><div class=\"text\">" + svg::escape(b) +
+        "</div></div></div>\n<div class=\"rate\">Better: A / B / tie <span class=\"blank\"></span> &nbsp; "
+        "Comment: <span class=\"blank\"></span></div></div>\n";
   }
   html += "</body>\n</html>\n";
   // The key first: sheets without their key could never be unblinded.

@@ -1,11 +1,10 @@
 // The statistics side of the blind A/B comparison: reads rater sheets (CSV), unblinds them with
 // key.json and aggregates win/tie/loss of the tuned model with Wilson intervals, per rater,
 // pooled and per category, plus Fleiss' kappa for agreement between raters.
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "dsft/eval/ab_sheet.h"
@@ -87,12 +86,13 @@ Pick parse_rating(const std::string& raw) {
   if (t.empty()) return Pick::none;
   if (t == "=" || t == "==" || t == "\xEF\xBC\x9D") return Pick::tie;  // "=", "==", full-width "＝"
   std::string n = normalize_answer(t);
-  static const std::set<std::string> a = {"a", "a better", "a is better", "better a", "prefer a", "a更好", "a好",
-                                          "a较好", "选a"};
-  static const std::set<std::string> b = {"b", "b better", "b is better", "better b", "prefer b", "b更好", "b好",
-                                          "b较好", "选b"};
-  static const std::set<std::string> tie = {"tie", "t", "same", "equal", "draw", "both", "neither", "no preference",
-                                            "平", "平局", "相同", "一样", "持平", "差不多", "都好", "都不好"};
+  static const std::set<std::string> a = {"a",     "a better", "a is better", "better a", "prefer a",
+                                          "a更好", "a好",      "a较好",       "选a"};
+  static const std::set<std::string> b = {"b",     "b better", "b is better", "better b", "prefer b",
+                                          "b更好", "b好",      "b较好",       "选b"};
+  static const std::set<std::string> tie = {
+      "tie", "t",    "same", "equal", "draw", "both",   "neither", "no preference",
+      "平",  "平局", "相同", "一样",  "持平", "差不多", "都好",    "都不好"};
   if (a.count(n)) return Pick::a;
   if (b.count(n)) return Pick::b;
   if (tie.count(n)) return Pick::tie;
@@ -109,7 +109,8 @@ std::map<std::string, KeyItem> read_key(const std::string& path) {
   try {
     key = json::parse(util::read_file(path));
   } catch (const json::parse_error& e) {
-    throw Error(path + ": not valid JSON (" + e.what() + "); it should be the key.json written with the sheet");
+    throw Error(path + ": not valid JSON (" + e.what() +
+                "); it should be the key.json written with the sheet");
   }
   if (!key.is_object() || !key.contains("items") || !key["items"].is_object())
     throw Error(path + ": no \"items\" object; it should be the key.json written with the sheet");
@@ -118,7 +119,8 @@ std::map<std::string, KeyItem> read_key(const std::string& path) {
     const json& v = it.value();
     std::string a = v.is_object() && v.contains("a") && v["a"].is_string() ? v["a"].get<std::string>() : "";
     if (a != "base" && a != "tuned")
-      throw Error(path + ": item '" + it.key() + "' has \"a\": " + (v.is_object() && v.contains("a") ? v["a"].dump() : "missing") +
+      throw Error(path + ": item '" + it.key() +
+                  "' has \"a\": " + (v.is_object() && v.contains("a") ? v["a"].dump() : "missing") +
                   ", expected \"base\" or \"tuned\"");
     KeyItem k;
     k.a_is_tuned = a == "tuned";
@@ -141,7 +143,9 @@ json interval_json(int64_t k, int64_t n) {
   return json::array({iv.low, iv.high});
 }
 
-json rate(int64_t k, int64_t n) { return n ? json(static_cast<double>(k) / static_cast<double>(n)) : json(nullptr); }
+json rate(int64_t k, int64_t n) {
+  return n ? json(static_cast<double>(k) / static_cast<double>(n)) : json(nullptr);
+}
 
 json counts_json(const Counts& c) {
   int64_t n = c.n(), decided = c.win + c.loss;
@@ -169,7 +173,8 @@ RaterSheet read_sheet(const std::string& path, const std::map<std::string, KeyIt
   RaterSheet sheet;
   sheet.path = path;
   std::vector<CsvRecord> records = parse_csv(util::read_file(path), path);
-  if (records.empty()) throw Error(path + ": the rating sheet is empty (expected a header row item,...,rating,...)");
+  if (records.empty())
+    throw Error(path + ": the rating sheet is empty (expected a header row item,...,rating,...)");
   int item_col = -1, rating_col = -1;
   const auto& header = records[0].fields;
   for (size_t c = 0; c < header.size(); ++c) {
@@ -186,7 +191,9 @@ RaterSheet read_sheet(const std::string& path, const std::map<std::string, KeyIt
     bool blank_row = true;
     for (const auto& f : rec.fields) blank_row = blank_row && util::trim(f).empty();
     if (blank_row) continue;
-    auto field = [&](int col) { return col < static_cast<int>(rec.fields.size()) ? rec.fields[col] : std::string(); };
+    auto field = [&](int col) {
+      return col < static_cast<int>(rec.fields.size()) ? rec.fields[col] : std::string();
+    };
     std::string item = util::trim(field(item_col));
     auto k = key.find(item);
     if (k == key.end())
@@ -194,14 +201,15 @@ RaterSheet read_sheet(const std::string& path, const std::map<std::string, KeyIt
                   "' is not in the key; was this sheet written with a different key.json?");
     auto [prev, fresh] = seen_row.emplace(item, rec.row);
     if (!fresh)
-      throw Error(path + " row " + std::to_string(rec.row) + ": item '" + item + "' was already rated in row " +
-                  std::to_string(prev->second));
+      throw Error(path + " row " + std::to_string(rec.row) + ": item '" + item +
+                  "' was already rated in row " + std::to_string(prev->second));
     std::string value = field(rating_col);
     Pick pick;
     try {
       pick = parse_rating(value);
     } catch (const std::invalid_argument&) {
-      throw Error(path + " row " + std::to_string(rec.row) + ": rating '" + util::trim(value) + "' for item '" + item +
+      throw Error(path + " row " + std::to_string(rec.row) + ": rating '" + util::trim(value) +
+                  "' for item '" + item +
                   "' is not A, B or tie (also accepted: a, b, =, t, \"A better\", \"B better\", same, 平局)");
     }
     if (pick == Pick::none) {
@@ -228,7 +236,8 @@ Interval wilson_interval(int64_t successes, int64_t n, double z) {
   double center = (p + z2 / (2 * nn)) / denom;
   double half = z * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn)) / denom;
   // Clamp rounding at the ends: 0 of n has a lower bound of exactly 0, n of n an upper of 1.
-  return {successes == 0 ? 0.0 : std::max(0.0, center - half), successes == n ? 1.0 : std::min(1.0, center + half)};
+  return {successes == 0 ? 0.0 : std::max(0.0, center - half),
+          successes == n ? 1.0 : std::min(1.0, center + half)};
 }
 
 double fleiss_kappa(const std::vector<std::vector<int>>& counts) {
@@ -240,20 +249,23 @@ double fleiss_kappa(const std::vector<std::vector<int>>& counts) {
   double p_bar = 0;
   for (size_t i = 0; i < counts.size(); ++i) {
     if (counts[i].size() != k)
-      throw Error("Fleiss' kappa: item " + std::to_string(i + 1) + " has " + std::to_string(counts[i].size()) +
-                  " categories, item 1 has " + std::to_string(k));
+      throw Error("Fleiss' kappa: item " + std::to_string(i + 1) + " has " +
+                  std::to_string(counts[i].size()) + " categories, item 1 has " + std::to_string(k));
     int64_t n = 0, sq = 0;
     for (size_t j = 0; j < k; ++j) {
-      if (counts[i][j] < 0) throw Error("Fleiss' kappa: item " + std::to_string(i + 1) + " has a negative count");
+      if (counts[i][j] < 0)
+        throw Error("Fleiss' kappa: item " + std::to_string(i + 1) + " has a negative count");
       n += counts[i][j];
       sq += static_cast<int64_t>(counts[i][j]) * counts[i][j];
       col[j] += counts[i][j];
     }
     if (raters < 0) raters = n;
     if (n != raters)
-      throw Error("Fleiss' kappa: item " + std::to_string(i + 1) + " has " + std::to_string(n) + " ratings, item 1 has " +
-                  std::to_string(raters) + "; every item needs the same number of raters");
-    if (n < 2) throw Error("Fleiss' kappa: expected at least two raters per item (got " + std::to_string(n) + ")");
+      throw Error("Fleiss' kappa: item " + std::to_string(i + 1) + " has " + std::to_string(n) +
+                  " ratings, item 1 has " + std::to_string(raters) +
+                  "; every item needs the same number of raters");
+    if (n < 2)
+      throw Error("Fleiss' kappa: expected at least two raters per item (got " + std::to_string(n) + ")");
     p_bar += static_cast<double>(sq - n) / static_cast<double>(n * (n - 1));
   }
   const double items = static_cast<double>(counts.size());

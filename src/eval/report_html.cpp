@@ -1,10 +1,9 @@
 // report.html: renders report.json (plus a run's metrics.jsonl) as one self-contained page:
 // inline CSS, inline SVG charts, no scripts and no external files, every value HTML-escaped
 // (model names, categories and gate expressions come from user data). Also reads metrics.jsonl.
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "dsft/eval/report.h"
@@ -36,7 +35,9 @@ double num(const json& j, const char* key) {
 }
 
 // Whether a metric was recorded at all (null counts: it was recorded, and was not finite).
-bool has_num(const json& j, const char* key) { return j.is_object() && j.contains(key); }
+bool has_num(const json& j, const char* key) {
+  return j.is_object() && j.contains(key);
+}
 
 std::string str(const json& j, const char* key) {
   if (!j.is_object()) return "";
@@ -52,10 +53,16 @@ std::string pct(double v) {
   return buf;
 }
 
-std::string cell(const std::string& s) { return "<td>" + escape(s) + "</td>"; }
-std::string num_cell(const std::string& s) { return "<td class=\"num\">" + escape(s) + "</td>"; }
+std::string cell(const std::string& s) {
+  return "<td>" + escape(s) + "</td>";
+}
+std::string num_cell(const std::string& s) {
+  return "<td class=\"num\">" + escape(s) + "</td>";
+}
 
-std::string note(const std::string& s) { return "<p class=\"note\">" + escape(s) + "</p>\n"; }
+std::string note(const std::string& s) {
+  return "<p class=\"note\">" + escape(s) + "</p>\n";
+}
 
 const char* const kCss = R"(
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans","Noto Sans CJK SC","Microsoft YaHei",sans-serif;
@@ -89,16 +96,19 @@ std::string header(const json& r) {
 std::string gates_section(const json& r) {
   std::string s = "<h2 id=\"gates\">Gates</h2>\n";
   auto it = r.find("gates");
-  if (it == r.end() || !it->is_array() || it->empty()) return s + note("No gates were set for this evaluation.");
+  if (it == r.end() || !it->is_array() || it->empty())
+    return s + note("No gates were set for this evaluation.");
   bool all = true;
   std::string rows;
   for (const auto& g : *it) {
     bool passed = g.is_object() && g.value("passed", false) == true;
     all = all && passed;
-    rows += "<tr>" + cell(str(g, "expr")) + cell(str(g, "metric")) + num_cell(format_number(num(g, "value"))) +
-            "<td class=\"" + (passed ? "pass" : "fail") + "\">" + (passed ? "pass" : "fail") + "</td></tr>";
+    rows += "<tr>" + cell(str(g, "expr")) + cell(str(g, "metric")) +
+            num_cell(format_number(num(g, "value"))) + "<td class=\"" + (passed ? "pass" : "fail") + "\">" +
+            (passed ? "pass" : "fail") + "</td></tr>";
   }
-  s += std::string("<p class=\"verdict ") + (all ? "pass\">All gates passed" : "fail\">Some gates failed") + "</p>\n";
+  s += std::string("<p class=\"verdict ") + (all ? "pass\">All gates passed" : "fail\">Some gates failed") +
+       "</p>\n";
   s += "<table><tr><th>gate</th><th>metric</th><th>value</th><th>result</th></tr>" + rows + "</table>\n";
   return s;
 }
@@ -115,7 +125,8 @@ std::string perplexity_section(const json& r) {
     if (sit == p.end() || !sit->is_object()) continue;
     bars.push_back({side, side == std::string("base") ? kBaseColor : kTunedColor, {num(*sit, "ppl")}});
     rows += "<tr><th>" + std::string(side) + "</th>" + num_cell(format_number(num(*sit, "ppl"))) +
-            num_cell(format_number(num(*sit, "loss"))) + num_cell(format_number(num(*sit, "tokens"))) + "</tr>";
+            num_cell(format_number(num(*sit, "loss"))) + num_cell(format_number(num(*sit, "tokens"))) +
+            "</tr>";
   }
   if (bars.empty()) return s + note("Perplexity was not measured.");
   svg::BarChartOptions o;
@@ -200,7 +211,8 @@ std::string accuracy_section(const json& r) {
 std::string interval(const json& j, const char* key) {
   if (!j.is_object()) return "";
   auto it = j.find(key);
-  if (it == j.end() || !it->is_array() || it->size() != 2 || !(*it)[0].is_number() || !(*it)[1].is_number()) return "";
+  if (it == j.end() || !it->is_array() || it->size() != 2 || !(*it)[0].is_number() || !(*it)[1].is_number())
+    return "";
   return " [" + pct((*it)[0].get<double>()) + ", " + pct((*it)[1].get<double>()) + "]";
 }
 
@@ -230,7 +242,8 @@ std::string ab_section(const json& r) {
     for (const auto& rt : *raters) labels.push_back("rater " + str(rt, "name")), rows.push_back(&rt);
   auto cats = ab.find("per_category");
   if (cats != ab.end() && cats->is_object())
-    for (auto c = cats->begin(); c != cats->end(); ++c) labels.push_back("category " + c.key()), rows.push_back(&c.value());
+    for (auto c = cats->begin(); c != cats->end(); ++c)
+      labels.push_back("category " + c.key()), rows.push_back(&c.value());
   if (rows.empty()) return s + note("The A/B section holds no ratings.");
 
   std::vector<std::vector<double>> fractions;
@@ -247,7 +260,8 @@ std::string ab_section(const json& r) {
              num_cell(pct(num(row, "preference")) + interval(row, "preference_ci")) + "</tr>";
   }
   table += "</table>\n";
-  s += svg::stacked_bars(labels, {{"tuned better", kWinColor}, {"tie", kTieColor}, {"base better", kLossColor}},
+  s += svg::stacked_bars(labels,
+                         {{"tuned better", kWinColor}, {"tie", kTieColor}, {"base better", kLossColor}},
                          fractions, "Tuned vs base: share of ratings", "ab");
   s += table;
   double kappa = num(ab, "fleiss_kappa");
@@ -256,8 +270,9 @@ std::string ab_section(const json& r) {
          " items rated by all " + escape(format_number(num(ab, "kappa_raters"))) + " raters): <b>" +
          escape(format_number(kappa)) + "</b>, " + escape(kappa_words(kappa)) + ".</p>\n";
   else if (ab.contains("fleiss_kappa"))
-    s += note("Fleiss' kappa could not be computed (no item was rated by every rater, or all ratings agree on one "
-              "category).");
+    s += note(
+        "Fleiss' kappa could not be computed (no item was rated by every rater, or all ratings agree on one "
+        "category).");
   return s;
 }
 
@@ -338,7 +353,9 @@ std::string speed_section(const json& r) {
     bool is_known = false;
     for (const auto& k : known) is_known = is_known || f.key() == k.key;
     if (is_known) continue;
-    std::string v = f->is_number() ? format_number(f->get<double>()) : f->is_string() ? f->get<std::string>() : f->dump();
+    std::string v = f->is_number()   ? format_number(f->get<double>())
+                    : f->is_string() ? f->get<std::string>()
+                                     : f->dump();
     rows += "<tr><th>" + escape(f.key()) + "</th>" + num_cell(v) + "</tr>";
   }
   return s + "<table>" + rows + "</table>\n";
@@ -359,8 +376,8 @@ std::vector<nlohmann::json> read_metrics_jsonl(const std::string& path) {
     json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object()) {
       std::string excerpt = line.size() > 60 ? line.substr(0, 60) + "..." : line;
-      throw Error(path + ":" + std::to_string(line_no) + ": expected one JSON object per line, got '" + excerpt +
-                  "' (a line cut short by an interrupted run can be deleted)");
+      throw Error(path + ":" + std::to_string(line_no) + ": expected one JSON object per line, got '" +
+                  excerpt + "' (a line cut short by an interrupted run can be deleted)");
     }
     rows.push_back(std::move(j));
   }
@@ -377,8 +394,9 @@ std::string render_report_html(const nlohmann::json& report, const std::vector<n
   s += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
   s += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
   // Nothing may load from elsewhere: the report is read offline and may hold private data.
-  s += "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-       "img-src data:\">\n";
+  s +=
+      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+      "img-src data:\">\n";
   s += "<title>" + escape(title) + "</title>\n<style>" + kCss + "</style>\n</head>\n<body>\n";
   s += header(r);
   s += gates_section(r);
@@ -387,8 +405,8 @@ std::string render_report_html(const nlohmann::json& report, const std::vector<n
   s += ab_section(r);
   s += training_section(r, metrics);
   s += speed_section(r);
-  s += "<h2 id=\"data\">Data</h2>\n<details><summary>report.json</summary><pre>" + escape(r.dump(2, ' ', false, json::error_handler_t::replace)) +
-       "</pre></details>\n";
+  s += "<h2 id=\"data\">Data</h2>\n<details><summary>report.json</summary><pre>" +
+       escape(r.dump(2, ' ', false, json::error_handler_t::replace)) + "</pre></details>\n";
   s += "</body>\n</html>\n";
   return s;
 }

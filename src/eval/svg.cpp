@@ -20,7 +20,9 @@ std::string fmt(const char* f, double v) {
 }
 
 // Coordinates with two decimals: enough for a 720-wide chart, and keeps the file small.
-std::string c(double v) { return fmt("%.2f", v); }
+std::string c(double v) {
+  return fmt("%.2f", v);
+}
 
 std::string percent(double v) {
   if (!std::isfinite(v)) return "n/a";
@@ -66,25 +68,29 @@ Range make_range(double lo, double hi, int target, bool include_zero) {
 }
 
 std::string svg_open(const std::string& id, double w, double h, const std::string& title) {
-  std::string s = "<svg class=\"chart\" data-chart=\"" + escape(id) + "\" viewBox=\"0 0 " +
-                  c(w) + " " + c(h) + "\" width=\"" + c(w) + "\" height=\"" + c(h) + "\" role=\"img\" aria-label=\"" +
+  std::string s = "<svg class=\"chart\" data-chart=\"" + escape(id) + "\" viewBox=\"0 0 " + c(w) + " " +
+                  c(h) + "\" width=\"" + c(w) + "\" height=\"" + c(h) + "\" role=\"img\" aria-label=\"" +
                   escape(title) + "\">";
   s += "<title>" + escape(title) + "</title>";
-  s += "<text class=\"chart-title\" x=\"" + c(w / 2) + "\" y=\"22\" text-anchor=\"middle\">" + escape(title) + "</text>";
+  s += "<text class=\"chart-title\" x=\"" + c(w / 2) + "\" y=\"22\" text-anchor=\"middle\">" + escape(title) +
+       "</text>";
   return s;
 }
 
 // Horizontal grid lines and y tick labels; the y axis line itself.
-std::string y_axis(const Range& y, double x0, double x1, double y0, double y1, bool pct, const std::string& label) {
+std::string y_axis(const Range& y, double x0, double x1, double y0, double y1, bool pct,
+                   const std::string& label) {
   std::string s;
   auto ymap = [&](double v) { return y1 - (v - y.lo) / (y.hi - y.lo) * (y1 - y0); };
   for (double t : y.ticks) {
     double py = ymap(t);
-    s += "<line class=\"grid\" x1=\"" + c(x0) + "\" x2=\"" + c(x1) + "\" y1=\"" + c(py) + "\" y2=\"" + c(py) + "\"/>";
+    s += "<line class=\"grid\" x1=\"" + c(x0) + "\" x2=\"" + c(x1) + "\" y1=\"" + c(py) + "\" y2=\"" + c(py) +
+         "\"/>";
     s += "<text class=\"tick\" x=\"" + c(x0 - 6) + "\" y=\"" + c(py + 4) + "\" text-anchor=\"end\">" +
          escape(pct ? percent(t) : format_number(t)) + "</text>";
   }
-  s += "<line class=\"axis\" x1=\"" + c(x0) + "\" x2=\"" + c(x0) + "\" y1=\"" + c(y0) + "\" y2=\"" + c(y1) + "\"/>";
+  s += "<line class=\"axis\" x1=\"" + c(x0) + "\" x2=\"" + c(x0) + "\" y1=\"" + c(y0) + "\" y2=\"" + c(y1) +
+       "\"/>";
   if (!label.empty())
     s += "<text class=\"axis-label\" transform=\"translate(16," + c((y0 + y1) / 2) +
          ") rotate(-90)\" text-anchor=\"middle\">" + escape(label) + "</text>";
@@ -99,8 +105,8 @@ std::string legend(const std::vector<std::pair<std::string, std::string>>& items
     std::string label = shorten(it->first, 24);
     double w = 22 + 7.0 * static_cast<double>(std::min<size_t>(label.size(), 30));
     x -= w;
-    s += "<rect class=\"legend-swatch\" x=\"" + c(x) + "\" y=\"" + c(y - 9) + "\" width=\"12\" height=\"10\" fill=\"" +
-         escape(it->second) + "\"/>";
+    s += "<rect class=\"legend-swatch\" x=\"" + c(x) + "\" y=\"" + c(y - 9) +
+         "\" width=\"12\" height=\"10\" fill=\"" + escape(it->second) + "\"/>";
     s += "<text class=\"legend\" x=\"" + c(x + 16) + "\" y=\"" + c(y) + "\">" + escape(label) + "</text>";
     x -= 8;
   }
@@ -114,12 +120,23 @@ std::string escape(std::string_view s) {
   out.reserve(s.size() + s.size() / 8);
   for (char ch : s) {
     switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += ch;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += ch;
     }
   }
   return out;
@@ -203,7 +220,8 @@ std::string line_chart(const std::vector<Series>& series, const LineChartOptions
       }
       xlo = std::min(xlo, x), xhi = std::max(xhi, x), ylo = std::min(ylo, y), yhi = std::max(yhi, y);
     }
-  if (!std::isfinite(xlo)) return "<p class=\"note\">" + escape(opt.title) + ": no finite values to plot.</p>";
+  if (!std::isfinite(xlo))
+    return "<p class=\"note\">" + escape(opt.title) + ": no finite values to plot.</p>";
 
   const double x0 = kLeft, x1 = kWidth - kRight, y0 = kTop, y1 = kHeight - kBottom;
   Range xr = make_range(xlo, xhi, 6, false);
@@ -215,11 +233,13 @@ std::string line_chart(const std::vector<Series>& series, const LineChartOptions
   s += y_axis(yr, x0, x1, y0, y1, false, opt.y_label);
   for (double t : xr.ticks) {
     double x = px(t);
-    s += "<line class=\"tick-mark\" x1=\"" + c(x) + "\" x2=\"" + c(x) + "\" y1=\"" + c(y1) + "\" y2=\"" + c(y1 + 5) + "\"/>";
+    s += "<line class=\"tick-mark\" x1=\"" + c(x) + "\" x2=\"" + c(x) + "\" y1=\"" + c(y1) + "\" y2=\"" +
+         c(y1 + 5) + "\"/>";
     s += "<text class=\"tick\" x=\"" + c(x) + "\" y=\"" + c(y1 + 18) + "\" text-anchor=\"middle\">" +
          escape(format_number(t)) + "</text>";
   }
-  s += "<line class=\"axis\" x1=\"" + c(x0) + "\" x2=\"" + c(x1) + "\" y1=\"" + c(y1) + "\" y2=\"" + c(y1) + "\"/>";
+  s += "<line class=\"axis\" x1=\"" + c(x0) + "\" x2=\"" + c(x1) + "\" y1=\"" + c(y1) + "\" y2=\"" + c(y1) +
+       "\"/>";
   if (!opt.x_label.empty())
     s += "<text class=\"axis-label\" x=\"" + c((x0 + x1) / 2) + "\" y=\"" + c(kHeight - 14) +
          "\" text-anchor=\"middle\">" + escape(opt.x_label) + "</text>";
@@ -238,7 +258,8 @@ std::string line_chart(const std::vector<Series>& series, const LineChartOptions
       d += (pen_down ? "L" : "M") + c(px(x)) + " " + c(py(y));
       // A point with no finite neighbour draws no line: give it a dot so it is seen.
       bool prev_ok = i > 0 && std::isfinite(pts[i - 1].first) && std::isfinite(pts[i - 1].second);
-      bool next_ok = i + 1 < pts.size() && std::isfinite(pts[i + 1].first) && std::isfinite(pts[i + 1].second);
+      bool next_ok =
+          i + 1 < pts.size() && std::isfinite(pts[i + 1].first) && std::isfinite(pts[i + 1].second);
       if (ser.markers || (!prev_ok && !next_ok))
         dots += "<circle class=\"point\" cx=\"" + c(px(x)) + "\" cy=\"" + c(py(y)) + "\" r=\"3\" fill=\"" +
                 escape(ser.color) + "\"/>";
@@ -247,28 +268,30 @@ std::string line_chart(const std::vector<Series>& series, const LineChartOptions
     if (d.empty()) continue;
     legend_items.emplace_back(ser.name, ser.color);
     if (!ser.markers)
-      s += "<path class=\"series\" data-series=\"" + escape(ser.name) + "\" d=\"" + d + "\" fill=\"none\" stroke=\"" +
-           escape(ser.color) + "\" stroke-width=\"1.8\" stroke-linejoin=\"round\"/>";
+      s += "<path class=\"series\" data-series=\"" + escape(ser.name) + "\" d=\"" + d +
+           "\" fill=\"none\" stroke=\"" + escape(ser.color) +
+           "\" stroke-width=\"1.8\" stroke-linejoin=\"round\"/>";
     s += dots;
   }
   if (legend_items.size() > 1) s += legend(legend_items, x1, y0 - 6);
   if (non_finite)
     s += "<text class=\"note\" x=\"" + c(x1) + "\" y=\"" + c(kHeight - 14) + "\" text-anchor=\"end\">" +
-         std::to_string(non_finite) + " non-finite value" + (non_finite == 1 ? "" : "s") + " not drawn</text>";
+         std::to_string(non_finite) + " non-finite value" + (non_finite == 1 ? "" : "s") +
+         " not drawn</text>";
   s += "</svg>";
   return s;
 }
 
 std::string bar_chart(const std::vector<std::string>& groups, const std::vector<BarSeries>& series,
                       const BarChartOptions& opt) {
-  if (groups.empty() || series.empty()) return "<p class=\"note\">" + escape(opt.title) + ": nothing to plot.</p>";
+  if (groups.empty() || series.empty())
+    return "<p class=\"note\">" + escape(opt.title) + ": nothing to plot.</p>";
   double lo = 0, hi = 0;
   for (const auto& ser : series)
     for (double v : ser.values)
       if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
-  Range yr = opt.y_max > 0 && hi <= opt.y_max && lo >= 0
-                 ? Range{0, opt.y_max, nice_ticks(0, opt.y_max, 5)}
-                 : make_range(lo, hi, 5, true);
+  Range yr = opt.y_max > 0 && hi <= opt.y_max && lo >= 0 ? Range{0, opt.y_max, nice_ticks(0, opt.y_max, 5)}
+                                                         : make_range(lo, hi, 5, true);
   yr.lo = yr.ticks.front(), yr.hi = yr.ticks.back();
 
   const double slot = 26;  // bar width + gap
@@ -296,12 +319,12 @@ std::string bar_chart(const std::vector<std::string>& groups, const std::vector<
         continue;
       }
       double top = py(std::max(v, 0.0)), bottom = py(std::min(v, 0.0));
-      s += "<rect class=\"bar\" x=\"" + c(bx + 1) + "\" y=\"" + c(top) + "\" width=\"" + c(bar_w - 2) + "\" height=\"" +
-           c(std::max(bottom - top, 0.5)) + "\" fill=\"" + escape(series[k].color) + "\"><title>" +
-           escape(groups[g] + " \u00b7 " + series[k].name + ": " + label) + "</title></rect>";
+      s += "<rect class=\"bar\" x=\"" + c(bx + 1) + "\" y=\"" + c(top) + "\" width=\"" + c(bar_w - 2) +
+           "\" height=\"" + c(std::max(bottom - top, 0.5)) + "\" fill=\"" + escape(series[k].color) +
+           "\"><title>" + escape(groups[g] + " \u00b7 " + series[k].name + ": " + label) + "</title></rect>";
       if (bar_w >= 18)
-        s += "<text class=\"value\" x=\"" + c(bx + bar_w / 2) + "\" y=\"" + c(v >= 0 ? top - 4 : bottom + 12) +
-             "\" text-anchor=\"middle\">" + escape(label) + "</text>";
+        s += "<text class=\"value\" x=\"" + c(bx + bar_w / 2) + "\" y=\"" +
+             c(v >= 0 ? top - 4 : bottom + 12) + "\" text-anchor=\"middle\">" + escape(label) + "</text>";
     }
     double lx = gx + gw / 2;
     std::string name = shorten(groups[g], slanted ? 16 : 24);
@@ -309,10 +332,11 @@ std::string bar_chart(const std::vector<std::string>& groups, const std::vector<
       s += "<text class=\"tick\" transform=\"translate(" + c(lx) + "," + c(y1 + 14) +
            ") rotate(-35)\" text-anchor=\"end\">" + escape(name) + "</text>";
     else
-      s += "<text class=\"tick\" x=\"" + c(lx) + "\" y=\"" + c(y1 + 18) + "\" text-anchor=\"middle\">" + escape(name) +
-           "</text>";
+      s += "<text class=\"tick\" x=\"" + c(lx) + "\" y=\"" + c(y1 + 18) + "\" text-anchor=\"middle\">" +
+           escape(name) + "</text>";
   }
-  s += "<line class=\"axis\" x1=\"" + c(x0) + "\" x2=\"" + c(x1) + "\" y1=\"" + c(py(0)) + "\" y2=\"" + c(py(0)) + "\"/>";
+  s += "<line class=\"axis\" x1=\"" + c(x0) + "\" x2=\"" + c(x1) + "\" y1=\"" + c(py(0)) + "\" y2=\"" +
+       c(py(0)) + "\"/>";
   if (series.size() > 1) {
     std::vector<std::pair<std::string, std::string>> items;
     for (const auto& ser : series) items.emplace_back(ser.name, ser.color);
@@ -334,14 +358,15 @@ std::string stacked_bars(const std::vector<std::string>& rows, const std::vector
 
   std::string s = svg_open(id, kWidth, h, title);
   for (double t : {0.0, 0.25, 0.5, 0.75, 1.0}) {
-    s += "<line class=\"grid\" x1=\"" + c(px(t)) + "\" x2=\"" + c(px(t)) + "\" y1=\"" + c(y0 - 4) + "\" y2=\"" + c(y1) + "\"/>";
-    s += "<text class=\"tick\" x=\"" + c(px(t)) + "\" y=\"" + c(y1 + 16) + "\" text-anchor=\"middle\">" + percent(t) +
-         "</text>";
+    s += "<line class=\"grid\" x1=\"" + c(px(t)) + "\" x2=\"" + c(px(t)) + "\" y1=\"" + c(y0 - 4) +
+         "\" y2=\"" + c(y1) + "\"/>";
+    s += "<text class=\"tick\" x=\"" + c(px(t)) + "\" y=\"" + c(y1 + 16) + "\" text-anchor=\"middle\">" +
+         percent(t) + "</text>";
   }
   for (size_t r = 0; r < rows.size(); ++r) {
     double y = y0 + static_cast<double>(r) * (row_h + gap);
-    s += "<text class=\"tick\" x=\"" + c(x0 - 8) + "\" y=\"" + c(y + row_h / 2 + 4) + "\" text-anchor=\"end\">" +
-         escape(shorten(rows[r], 22)) + "</text>";
+    s += "<text class=\"tick\" x=\"" + c(x0 - 8) + "\" y=\"" + c(y + row_h / 2 + 4) +
+         "\" text-anchor=\"end\">" + escape(shorten(rows[r], 22)) + "</text>";
     double acc = 0;
     for (size_t k = 0; k < segments.size(); ++k) {
       double f = r < values.size() && k < values[r].size() ? values[r][k] : 0.0;
@@ -349,8 +374,8 @@ std::string stacked_bars(const std::vector<std::string>& rows, const std::vector
       f = std::min(f, 1.0 - acc);
       if (f <= 0) break;
       double bx = px(acc), bw = px(acc + f) - bx;
-      s += "<rect class=\"bar\" x=\"" + c(bx) + "\" y=\"" + c(y) + "\" width=\"" + c(bw) + "\" height=\"" + c(row_h) +
-           "\" fill=\"" + escape(segments[k].color) + "\"><title>" +
+      s += "<rect class=\"bar\" x=\"" + c(bx) + "\" y=\"" + c(y) + "\" width=\"" + c(bw) + "\" height=\"" +
+           c(row_h) + "\" fill=\"" + escape(segments[k].color) + "\"><title>" +
            escape(rows[r] + " \u00b7 " + segments[k].name + ": " + percent(f)) + "</title></rect>";
       if (f >= 0.07)
         s += "<text class=\"value inside\" x=\"" + c(bx + bw / 2) + "\" y=\"" + c(y + row_h / 2 + 4) +
@@ -358,7 +383,8 @@ std::string stacked_bars(const std::vector<std::string>& rows, const std::vector
       acc += f;
     }
   }
-  s += "<line class=\"axis\" x1=\"" + c(x0) + "\" x2=\"" + c(x1) + "\" y1=\"" + c(y1) + "\" y2=\"" + c(y1) + "\"/>";
+  s += "<line class=\"axis\" x1=\"" + c(x0) + "\" x2=\"" + c(x1) + "\" y1=\"" + c(y1) + "\" y2=\"" + c(y1) +
+       "\"/>";
   std::vector<std::pair<std::string, std::string>> items;
   for (const auto& seg : segments) items.emplace_back(seg.name, seg.color);
   s += legend(items, x1, kTop - 6);

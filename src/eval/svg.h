@@ -53,7 +53,7 @@ struct BarChartOptions {
   std::string title;
   std::string y_label;
   std::string id;
-  double y_max = 0.0;  // > 0: fixed top of the axis (1 for rates); otherwise from the data
+  double y_max = 0.0;    // > 0: fixed top of the axis (1 for rates); otherwise from the data
   bool percent = false;  // tick labels and value labels as percentages
 };
 

@@ -54,7 +54,8 @@ std::vector<int32_t> fold(std::string_view text) {
   utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(valid.data()),
                                     static_cast<utf8proc_ssize_t>(valid.size()), &out, opts);
   if (n < 0) return cps;  // cannot happen on the repaired input; unnormalised beats failing
-  std::vector<int32_t> folded = decode(std::string_view(reinterpret_cast<const char*>(out), static_cast<size_t>(n)));
+  std::vector<int32_t> folded =
+      decode(std::string_view(reinterpret_cast<const char*>(out), static_cast<size_t>(n)));
   std::free(out);
   return folded;
 }
@@ -101,9 +102,10 @@ bool is_ignorable(int32_t cp) {
 // CJK ideographs, kana and hangul syllables: scripts written without spaces, where one character
 // is the unit ROUGE compares.
 bool is_cjk(int32_t cp) {
-  return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x20000 && cp <= 0x3FFFF) ||
-         (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x3040 && cp <= 0x30FF) || (cp >= 0x31F0 && cp <= 0x31FF) ||
-         (cp >= 0xAC00 && cp <= 0xD7AF) || (cp >= 0x3005 && cp <= 0x3007);
+  return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
+         (cp >= 0x20000 && cp <= 0x3FFFF) || (cp >= 0xF900 && cp <= 0xFAFF) ||
+         (cp >= 0x3040 && cp <= 0x30FF) || (cp >= 0x31F0 && cp <= 0x31FF) || (cp >= 0xAC00 && cp <= 0xD7AF) ||
+         (cp >= 0x3005 && cp <= 0x3007);
 }
 
 bool is_word_char(int32_t cp) {

@@ -1,17 +1,18 @@
 // Blind A/B sheets: prompt templates, CSV quoting that survives commas, quotes and line breaks,
 // HTML escaping, the seeded A/B order recorded in key.json, private atomic files and the refusal
 // to overwrite a sheet without force.
+#include "dsft/eval/ab_sheet.h"
+
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "ab_test_util.h"
-#include "dsft/eval/ab_sheet.h"
 #include "dsft/util/error.h"
 
 namespace dsft::eval {
@@ -31,7 +32,8 @@ std::string error_of(const std::function<void()>& f) {
 
 TEST(FillPromptTemplate, FillsNamedPlaceholders) {
   std::map<std::string, std::string> vars = {{"患者主诉", "头痛三天"}, {"age", "42"}};
-  EXPECT_EQ(fill_prompt_template("主诉：{患者主诉}，年龄 {age} 岁。", vars, "r1"), "主诉：头痛三天，年龄 42 岁。");
+  EXPECT_EQ(fill_prompt_template("主诉：{患者主诉}，年龄 {age} 岁。", vars, "r1"),
+            "主诉：头痛三天，年龄 42 岁。");
   EXPECT_EQ(fill_prompt_template("{age}{age}", vars, "r1"), "4242");
   EXPECT_EQ(fill_prompt_template("no placeholders", {}, "r1"), "no placeholders");
   EXPECT_EQ(fill_prompt_template("", {}, "r1"), "");
@@ -46,18 +48,25 @@ TEST(FillPromptTemplate, DoubledBracesAreLiteral) {
 }
 
 TEST(FillPromptTemplate, MissingPlaceholderNamesItAndTheRecord) {
-  std::string e = error_of([] { fill_prompt_template("主诉：{患者主诉}", {{"age", "42"}}, "vars.jsonl line 7"); });
+  std::string e = error_of([] {
+    fill_prompt_template("主诉：{患者主诉}", {{"age", "42"}}, "vars.jsonl line 7");
+  });
   EXPECT_NE(e.find("{患者主诉}"), std::string::npos) << e;
   EXPECT_NE(e.find("vars.jsonl line 7"), std::string::npos) << e;
   EXPECT_NE(e.find("age"), std::string::npos) << e;  // lists what the record has
-  EXPECT_NE(error_of([] { fill_prompt_template("a {b", {{"b", "1"}}, "r"); }).find("never closed"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              fill_prompt_template("a {b", {{"b", "1"}}, "r");
+            }).find("never closed"),
+            std::string::npos);
   EXPECT_NE(error_of([] { fill_prompt_template("a } b", {}, "r"); }).find("'}}'"), std::string::npos);
-  EXPECT_NE(error_of([] { fill_prompt_template("a {} b", {}, "r"); }).find("empty placeholder"), std::string::npos);
+  EXPECT_NE(error_of([] { fill_prompt_template("a {} b", {}, "r"); }).find("empty placeholder"),
+            std::string::npos);
 }
 
 std::vector<AbItem> tricky_items() {
   return {
-      {"q1", "Dose for a child, 20 kg?", "10 mg/kg, \"twice\" a day", "BASE: say \"no\"\nthen stop", "dosage"},
+      {"q1", "Dose for a child, 20 kg?", "10 mg/kg, \"twice\" a day", "BASE: say \"no\"\nthen stop",
+       "dosage"},
       {"q2", "<b>bold</b> & more", "line1\r\nline2", "=HYPERLINK(\"http://x\")", "triage"},
       {"q3", "诊断，是什么？", "- 急性支气管炎\n- 观察", " leading space", ""},
   };
@@ -72,7 +81,8 @@ TEST(WriteAbSheet, CsvRoundTripsAwkwardTextAndMatchesTheKey) {
   ASSERT_EQ(raw.substr(0, 3), "\xEF\xBB\xBF");  // BOM, for spreadsheet programs
   std::vector<std::vector<std::string>> rows = test::parse_csv(raw.substr(3));
   ASSERT_EQ(rows.size(), items.size() + 1);
-  EXPECT_EQ(rows[0], (std::vector<std::string>{"item", "prompt", "answer_a", "answer_b", "rating", "comment"}));
+  EXPECT_EQ(rows[0],
+            (std::vector<std::string>{"item", "prompt", "answer_a", "answer_b", "rating", "comment"}));
 
   json key = json::parse(test::slurp(d.path / "key.json"));
   EXPECT_EQ(key["seed"], 7);
@@ -134,7 +144,8 @@ TEST(WriteAbSheet, FilesArePrivateAndNotOverwrittenWithoutForce) {
 TEST(WriteAbSheet, OrderIsShuffledBySeedAndReproducible) {
   std::vector<AbItem> items;
   for (int i = 0; i < 64; ++i)
-    items.push_back({"i" + std::to_string(i), "p", "base " + std::to_string(i), "tuned " + std::to_string(i), ""});
+    items.push_back(
+        {"i" + std::to_string(i), "p", "base " + std::to_string(i), "tuned " + std::to_string(i), ""});
   test::TempDir d;
   write_ab_sheet(items, 42, (d.path / "a").string(), false);
   write_ab_sheet(items, 42, (d.path / "b").string(), false);
@@ -153,10 +164,13 @@ TEST(WriteAbSheet, OrderIsShuffledBySeedAndReproducible) {
 TEST(WriteAbSheet, RejectsEmptyAndDuplicateIds) {
   test::TempDir d;
   EXPECT_NE(error_of([&] { write_ab_sheet({}, 1, d.str(), false); }).find("no items"), std::string::npos);
-  EXPECT_NE(error_of([&] { write_ab_sheet({{"x", "p", "a", "b", ""}, {"x", "p", "a", "b", ""}}, 1, d.str(), false); })
-                .find("'x' occurs twice"),
+  EXPECT_NE(error_of([&] {
+              write_ab_sheet({{"x", "p", "a", "b", ""}, {"x", "p", "a", "b", ""}}, 1, d.str(), false);
+            }).find("'x' occurs twice"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { write_ab_sheet({{"", "p", "a", "b", ""}}, 1, d.str(), false); }).find("empty id"),
+  EXPECT_NE(error_of([&] {
+              write_ab_sheet({{"", "p", "a", "b", ""}}, 1, d.str(), false);
+            }).find("empty id"),
             std::string::npos);
 }
 

@@ -2,10 +2,10 @@
 // Wilson intervals against published values, and the unblinding of a shuffled sheet whose
 // answers the test knows, with hand-computed rates and kappa; plus the errors raters will meet.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <functional>
+#include <nlohmann/json.hpp>
 
 #include "ab_test_util.h"
 #include "dsft/eval/ab_sheet.h"
@@ -45,7 +45,10 @@ TEST(FleissKappa, PerfectAndChanceAgreement) {
 
 TEST(FleissKappa, RejectsInconsistentTables) {
   EXPECT_THROW(fleiss_kappa({}), Error);
-  EXPECT_NE(error_of([] { fleiss_kappa({{2, 1}, {1, 1}}); }).find("same number of raters"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              fleiss_kappa({{2, 1}, {1, 1}});
+            }).find("same number of raters"),
+            std::string::npos);
   EXPECT_THROW(fleiss_kappa({{1, 0}, {0, 1}}), Error);  // one rater per item
   EXPECT_THROW(fleiss_kappa({{1, 1}, {1, 1, 0}}), Error);
 }
@@ -82,18 +85,20 @@ struct Fixture {
   std::string key;
 
   Fixture() {
-    std::vector<AbItem> items = {{"triage-1", "p1", "BASE answer 1", "TUNED answer 1", "triage"},
-                                 {"triage-2", "p2", "BASE answer 2", "TUNED answer 2", "triage"},
-                                 {"dose-1", "p3", "BASE answer 3", "TUNED answer 3", "dosage"},
-                                 {"dose-2", "p4, \"quoted\"\nsecond line", "BASE answer 4", "TUNED answer 4", "dosage"}};
+    std::vector<AbItem> items = {
+        {"triage-1", "p1", "BASE answer 1", "TUNED answer 1", "triage"},
+        {"triage-2", "p2", "BASE answer 2", "TUNED answer 2", "triage"},
+        {"dose-1", "p3", "BASE answer 3", "TUNED answer 3", "dosage"},
+        {"dose-2", "p4, \"quoted\"\nsecond line", "BASE answer 4", "TUNED answer 4", "dosage"}};
     write_ab_sheet(items, 2026, (dir.path / "ab").string(), false);
     sheet = test::parse_csv(test::slurp(dir.path / "ab" / "sheet.csv").substr(3));
     key = (dir.path / "ab" / "key.json").string();
   }
 
   // verdicts[i] in item order; `spell` turns the letter a rater picks into what they type.
-  std::string rater(const std::string& name, const std::vector<char>& verdicts,
-                    const std::function<std::string(char)>& spell = [](char c) { return std::string(1, c); }) {
+  std::string rater(
+      const std::string& name, const std::vector<char>& verdicts,
+      const std::function<std::string(char)>& spell = [](char c) { return std::string(1, c); }) {
     std::vector<std::vector<std::string>> rows = {sheet[0]};
     for (size_t i = 0; i < verdicts.size(); ++i) {
       std::vector<std::string> row = sheet[i + 1];
@@ -215,16 +220,24 @@ TEST(AggregateRatings, ItemsOutsideTheKeyAndBrokenFilesAreErrors) {
 
   rows[2][0] = rows[1][0];  // the same item twice
   test::spit(c, test::write_csv(rows));
-  EXPECT_NE(error_of([&] { aggregate_ratings(f.key, {a, b, c}); }).find("already rated in row 2"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              aggregate_ratings(f.key, {a, b, c});
+            }).find("already rated in row 2"),
+            std::string::npos);
 
   test::spit(c, "item,prompt,answer_a\nx,y,z\n");
-  EXPECT_NE(error_of([&] { aggregate_ratings(f.key, {a, b, c}); }).find("no 'rating' column"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              aggregate_ratings(f.key, {a, b, c});
+            }).find("no 'rating' column"),
+            std::string::npos);
 
   test::spit(c, "item,rating\n\"triage-1,A\n");
   EXPECT_NE(error_of([&] { aggregate_ratings(f.key, {a, b, c}); }).find("never closed"), std::string::npos);
 
   test::spit(f.dir.path / "bad-key.json", "{\"items\": {\"x\": {\"a\": \"neither\"}}}");
-  EXPECT_NE(error_of([&] { aggregate_ratings((f.dir.path / "bad-key.json").string(), {a, b, c}); }).find("\"neither\""),
+  EXPECT_NE(error_of([&] {
+              aggregate_ratings((f.dir.path / "bad-key.json").string(), {a, b, c});
+            }).find("\"neither\""),
             std::string::npos);
   EXPECT_THROW(aggregate_ratings((f.dir.path / "missing.json").string(), {a, b, c}), Error);
   EXPECT_THROW(aggregate_ratings(f.key, {a, b, (f.dir.path / "missing.csv").string()}), Error);

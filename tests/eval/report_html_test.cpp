@@ -3,13 +3,13 @@
 // Chromium, every chart actually draws (path lengths, bar areas, tick labels measured in the
 // browser). Also read_metrics_jsonl's errors.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "chromium.h"
@@ -35,7 +35,9 @@ struct TempDir {
   }
 };
 
-void write(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+void write(const fs::path& p, const std::string& s) {
+  std::ofstream(p, std::ios::binary) << s;
+}
 
 size_t count(const std::string& s, const std::string& needle) {
   size_t n = 0;
@@ -46,7 +48,10 @@ size_t count(const std::string& s, const std::string& needle) {
 std::vector<json> training_rows(int steps) {
   std::vector<json> rows;
   for (int s = 1; s <= steps; ++s) {
-    json r = {{"step", s}, {"epoch", s / 100.0}, {"loss", 3.0 * std::exp(-s / 200.0) + 0.5}, {"lr", 2e-4 * std::min(1.0, s / 50.0)}};
+    json r = {{"step", s},
+              {"epoch", s / 100.0},
+              {"loss", 3.0 * std::exp(-s / 200.0) + 0.5},
+              {"lr", 2e-4 * std::min(1.0, s / 50.0)}};
     if (s % 100 == 0) r["eval_loss"] = 3.2 * std::exp(-s / 250.0) + 0.6;
     rows.push_back(r);
   }
@@ -124,9 +129,9 @@ TEST(RenderReport, IsSelfContainedAndEscaped) {
   EXPECT_NE(html.find("Some gates failed"), std::string::npos);
   EXPECT_EQ(count(html, ">pass<"), 1u);
   EXPECT_EQ(count(html, ">fail<"), 1u);
-  EXPECT_NE(html.find("-35.2%"), std::string::npos);       // relative perplexity change
-  EXPECT_NE(html.find("2048 MiB"), std::string::npos);     // peak memory
-  EXPECT_NE(html.find("moderate"), std::string::npos);     // kappa 0.41 in words
+  EXPECT_NE(html.find("-35.2%"), std::string::npos);    // relative perplexity change
+  EXPECT_NE(html.find("2048 MiB"), std::string::npos);  // peak memory
+  EXPECT_NE(html.find("moderate"), std::string::npos);  // kappa 0.41 in words
 }
 
 TEST(RenderReport, EmptyReportSaysSoInsteadOfDrawing) {
@@ -144,13 +149,18 @@ TEST(RenderReport, EmptyReportSaysSoInsteadOfDrawing) {
 
 TEST(RenderReport, NonFiniteValuesAndWrongTypesDoNotBreakThePage) {
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
-  json r = {{"perplexity", {{"base", {{"ppl", inf}}}, {"tuned", {{"ppl", nan}}}}},
-            {"accuracy", {{"n", "many"}, {"exact_match", nan}, {"per_category", {{"x", {{"exact_match", 0.5}}}}}}},
-            {"speed", {{"decode_tokens_per_s", nullptr}, {"note", "warm cache"}}},
-            {"gates", {{{"expr", "x>1"}, {"value", nan}}, 3}},
-            {"ab", {{"pooled", {{"n", 0}, {"win_rate", nullptr}}}, {"fleiss_kappa", nullptr}}}};
-  std::vector<json> rows = {{{"step", 1}, {"loss", nullptr}}, {{"step", 2}, {"loss", 1.5}}, {{"step", 3}, {"loss", nan}},
-                            {{"step", 4}, {"loss", 1.2}}, {{"loss", 1.0}}, {{"step", "five"}, {"lr", 1}}};
+  json r = {
+      {"perplexity", {{"base", {{"ppl", inf}}}, {"tuned", {{"ppl", nan}}}}},
+      {"accuracy", {{"n", "many"}, {"exact_match", nan}, {"per_category", {{"x", {{"exact_match", 0.5}}}}}}},
+      {"speed", {{"decode_tokens_per_s", nullptr}, {"note", "warm cache"}}},
+      {"gates", {{{"expr", "x>1"}, {"value", nan}}, 3}},
+      {"ab", {{"pooled", {{"n", 0}, {"win_rate", nullptr}}}, {"fleiss_kappa", nullptr}}}};
+  std::vector<json> rows = {{{"step", 1}, {"loss", nullptr}},
+                            {{"step", 2}, {"loss", 1.5}},
+                            {{"step", 3}, {"loss", nan}},
+                            {{"step", 4}, {"loss", 1.2}},
+                            {{"loss", 1.0}},
+                            {{"step", "five"}, {"lr", 1}}};
   std::string html = render_report_html(r, rows);
   EXPECT_NE(html.find("</html>"), std::string::npos);
   EXPECT_NE(html.find("n/a"), std::string::npos);
@@ -164,7 +174,7 @@ TEST(RenderReport, NonFiniteValuesAndWrongTypesDoNotBreakThePage) {
 
 TEST(RenderReport, OnePointCurveIsADot) {
   std::string html = render_report_html(json::object(), {{{"step", 7}, {"loss", 2.0}, {"lr", 1e-4}}});
-  EXPECT_EQ(count(html, "class=\"point\""), 2u);  // loss and lr
+  EXPECT_EQ(count(html, "class=\"point\""), 2u);   // loss and lr
   EXPECT_NE(html.find(">7<"), std::string::npos);  // the step appears as an x tick
 }
 
@@ -183,8 +193,8 @@ TEST(RenderReport, LongCurvesAreDownsampled) {
     EXPECT_GE(vertices, 100u) << m[1];
     from = m.suffix().first;
   }
-  EXPECT_EQ(paths, 2u);                         // training loss and learning rate
-  EXPECT_LT(html.size(), 200u * 1024u);         // a page, not a data dump
+  EXPECT_EQ(paths, 2u);                             // training loss and learning rate
+  EXPECT_LT(html.size(), 200u * 1024u);             // a page, not a data dump
   EXPECT_NE(html.find(">50<"), std::string::npos);  // the y axis reaches the spike
 }
 
@@ -225,13 +235,15 @@ const pre = document.createElement('pre'); pre.id = 'measure'; pre.textContent =
 document.body.appendChild(pre);
 </script>)";
   // The page forbids scripts (Content-Security-Policy); the copy drops that line to be measured.
-  std::string copy = std::regex_replace(html, std::regex("<meta http-equiv=\"Content-Security-Policy\"[^>]*>"), "");
+  std::string copy =
+      std::regex_replace(html, std::regex("<meta http-equiv=\"Content-Security-Policy\"[^>]*>"), "");
   ASSERT_NE(copy.find("</body>"), std::string::npos);
   copy.insert(copy.find("</body>"), probe);
 
   TempDir d;
   write(d.path / "report.html", copy);
-  std::string dom = test::chromium_dump_dom(chromium, (d.path / "report.html").string(), (d.path / "profile").string());
+  std::string dom =
+      test::chromium_dump_dom(chromium, (d.path / "report.html").string(), (d.path / "profile").string());
   std::smatch m;
   ASSERT_TRUE(std::regex_search(dom, m, std::regex("<pre id=\"measure\">([^<]*)</pre>")))
       << "chromium produced no measurement; output starts: " << dom.substr(0, 300);

@@ -17,7 +17,7 @@ TEST(NormalizeAnswer, FoldsWidthCaseWhitespaceAndPunctuation) {
   EXPECT_EQ(normalize_answer("１,０００ 元"), "1000 元");
   EXPECT_EQ(normalize_answer("$5.00"), "500");
   EXPECT_EQ(normalize_answer("ﬁne\u3000ＴＵＮＩＮＧ"), "fine tuning");  // ligature, ideographic space
-  EXPECT_EQ(normalize_answer("a\u200Bb"), "ab");                      // zero-width space is dropped
+  EXPECT_EQ(normalize_answer("a\u200Bb"), "ab");                        // zero-width space is dropped
   EXPECT_EQ(normalize_answer(""), "");
   EXPECT_EQ(normalize_answer(" ，。！ "), "");
 }
@@ -32,7 +32,8 @@ TEST(RougeTokens, CjkCharactersStandAloneAndWordsStayWhole) {
   EXPECT_EQ(rouge_tokens("患者发热"), (Tokens{"患", "者", "发", "热"}));
   EXPECT_EQ(rouge_tokens("服用Aspirin 100mg，每日"), (Tokens{"服", "用", "aspirin", "100mg", "每", "日"}));
   EXPECT_EQ(rouge_tokens("１,０００"), (Tokens{"1", "000"}));
-  EXPECT_EQ(rouge_tokens("カタカナとひらがな"), (Tokens{"カ", "タ", "カ", "ナ", "と", "ひ", "ら", "が", "な"}));
+  EXPECT_EQ(rouge_tokens("カタカナとひらがな"),
+            (Tokens{"カ", "タ", "カ", "ナ", "と", "ひ", "ら", "が", "な"}));
   EXPECT_EQ(rouge_tokens("café naïve"), (Tokens{"café", "naïve"}));
   EXPECT_TRUE(rouge_tokens("").empty());
   EXPECT_TRUE(rouge_tokens("!!! ...").empty());
