@@ -72,6 +72,21 @@ const char* const kDeepSeekR1 =
     R"tmpl({%- endfor -%}{% if ns.is_tool %}{{'<｜tool▁outputs▁end｜>'}}{% endif %})tmpl"
     R"tmpl({% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistant｜><think>\n'}}{% endif %})tmpl";
 
+// For training on reasoning traces: R1's template except that the final message, when it is an
+// assistant turn, keeps its reasoning block (<think>...</think>answer), so the loss covers the
+// reasoning the model is to learn; earlier assistant turns are still cut after </think> as at
+// inference. The span is the whole final turn from <think> on.
+const std::string& deepseek_r1_reasoning_source() {
+  static const std::string source = [] {
+    std::string s = kDeepSeekR1;
+    const std::string cut = "{% if '</think>' in content %}";
+    const size_t at = s.find(cut);
+    s.replace(at, cut.size(), "{% if '</think>' in content and not loop.last %}");
+    return s;
+  }();
+  return source;
+}
+
 // deepseek-llm-7b/67b-chat (and deepseek-coder-v2 style) "User: ...\n\nAssistant: ..." format.
 const char* const kDeepSeekLlm =
     R"tmpl({% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %})tmpl"
@@ -158,6 +173,8 @@ const std::vector<Builtin>& builtins() {
   static const std::vector<Builtin> table = {
       {"deepseek-v3", kDeepSeekV3, {kDeepSeekBos, kDeepSeekEos, kDeepSeekEos, std::nullopt, {}}},
       {"deepseek-r1", kDeepSeekR1, {kDeepSeekBos, kDeepSeekEos, kDeepSeekEos, std::nullopt, {}}},
+      {"deepseek-r1-reasoning", deepseek_r1_reasoning_source().c_str(),
+       {kDeepSeekBos, kDeepSeekEos, kDeepSeekEos, std::nullopt, {}}},
       {"deepseek-llm", kDeepSeekLlm, {kDeepSeekBos, kDeepSeekEos, kDeepSeekEos, std::nullopt, {}}},
       {"qwen2", kQwen2, {std::nullopt, "<|im_end|>", "<|endoftext|>", std::nullopt, {"<|im_start|>", "<|im_end|>"}}},
       {"chatml", kChatml, {std::nullopt, "<|im_end|>", "<|endoftext|>", std::nullopt, {"<|im_start|>", "<|im_end|>"}}},
@@ -311,7 +328,7 @@ ChatTemplate ChatTemplate::from_tokenizer_config(const nlohmann::json& config, c
   auto it = config.find("chat_template");
   if (it == config.end() || it->is_null())
     throw Error(origin + " has no chat_template; name one in the training config (chat_template: " +
-                "deepseek-v3 | deepseek-r1 | deepseek-llm | qwen2 | chatml | llama3 | alpaca)");
+                "deepseek-v3 | deepseek-r1 | deepseek-r1-reasoning | deepseek-llm | qwen2 | chatml | llama3 | alpaca)");
   std::string source;
   if (it->is_string()) {
     source = it->get<std::string>();

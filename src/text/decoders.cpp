@@ -43,34 +43,9 @@ class ByteLevelDecoder : public Decoder {
 
 class ReplaceDecoder : public Decoder {
  public:
-  std::string literal;
-  std::unique_ptr<Regex> regex;
-  std::string content;
+  ReplaceRule rule;
   void decode_chain(std::vector<std::string>& tokens) const override {
-    for (auto& s : tokens) {
-      std::string out;
-      if (regex) {
-        std::vector<std::pair<size_t, size_t>> m;
-        regex->find_all(s, m);
-        size_t prev = 0;
-        for (auto [a, b] : m) {
-          out.append(s, prev, a - prev);
-          out += content;
-          prev = b;
-        }
-        out.append(s, prev, std::string::npos);
-      } else {
-        if (literal.empty()) continue;
-        size_t prev = 0, at;
-        while ((at = s.find(literal, prev)) != std::string::npos) {
-          out.append(s, prev, at - prev);
-          out += content;
-          prev = at + literal.size();
-        }
-        out.append(s, prev, std::string::npos);
-      }
-      s.swap(out);
-    }
+    for (auto& s : tokens) rule.apply(s);
   }
 };
 
@@ -196,10 +171,7 @@ class ClsSepProcessor : public PostProcessor {
 
 std::unique_ptr<Decoder> pattern_replace(json::element j, const std::string& origin) {
   auto r = std::make_unique<ReplaceDecoder>();
-  auto pat = json::require(j, "pattern", origin, "decoder Replace");
-  if (json::has(pat, "Regex")) r->regex = std::make_unique<Regex>(json::get_string(pat, "Regex", origin, "decoder Replace.pattern"), origin);
-  else r->literal = json::get_string(pat, "String", origin, "decoder Replace.pattern");
-  r->content = json::get_string(j, "content", origin, "decoder Replace");
+  r->rule = ReplaceRule::from_json(j, origin, "decoder Replace");
   return r;
 }
 

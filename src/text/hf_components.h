@@ -18,6 +18,17 @@
 namespace dsft::text::hf {
 
 // ---- normalizers ---------------------------------------------------------------------------
+// The `Replace` of normalizers and decoders: every match of a literal or a regex, left to right,
+// becomes `content`. Built from the stage's JSON ({"pattern": {"String"|"Regex": ...}, "content"}).
+struct ReplaceRule {
+  std::string literal;
+  std::unique_ptr<Regex> regex;
+  std::string content;
+  // Rewrites s; false (s untouched) when nothing matched.
+  bool apply(std::string& s) const;
+  static ReplaceRule from_json(json::element j, const std::string& origin, const char* what);
+};
+
 class Normalizer {
  public:
   virtual ~Normalizer() = default;

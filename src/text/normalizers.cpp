@@ -57,38 +57,10 @@ class StripNormalizer : public Normalizer {
   }
 };
 
-// Replace every match of a literal or a regex, left to right.
 class ReplaceNormalizer : public Normalizer {
  public:
-  std::string literal;
-  std::unique_ptr<Regex> regex;
-  std::string content;
-  void normalize(std::string& s) const override {
-    std::string out;
-    if (regex) {
-      std::vector<std::pair<size_t, size_t>> m;
-      regex->find_all(s, m);
-      if (m.empty()) return;
-      size_t prev = 0;
-      for (auto [a, b] : m) {
-        out.append(s, prev, a - prev);
-        out += content;
-        prev = b;
-      }
-      out.append(s, prev, std::string::npos);
-    } else {
-      if (literal.empty()) return;
-      size_t prev = 0, at;
-      while ((at = s.find(literal, prev)) != std::string::npos) {
-        out.append(s, prev, at - prev);
-        out += content;
-        prev = at + literal.size();
-      }
-      if (prev == 0) return;
-      out.append(s, prev, std::string::npos);
-    }
-    s.swap(out);
-  }
+  ReplaceRule rule;
+  void normalize(std::string& s) const override { rule.apply(s); }
 };
 
 class PrependNormalizer : public Normalizer {
@@ -100,6 +72,47 @@ class PrependNormalizer : public Normalizer {
 };
 
 }  // namespace
+
+bool ReplaceRule::apply(std::string& s) const {
+  std::string out;
+  if (regex) {
+    std::vector<std::pair<size_t, size_t>> m;
+    regex->find_all(s, m);
+    if (m.empty()) return false;
+    size_t prev = 0;
+    for (auto [a, b] : m) {
+      out.append(s, prev, a - prev);
+      out += content;
+      prev = b;
+    }
+    out.append(s, prev, std::string::npos);
+  } else {
+    if (literal.empty()) return false;
+    size_t prev = 0, at;
+    while ((at = s.find(literal, prev)) != std::string::npos) {
+      out.append(s, prev, at - prev);
+      out += content;
+      prev = at + literal.size();
+    }
+    if (prev == 0) return false;
+    out.append(s, prev, std::string::npos);
+  }
+  s.swap(out);
+  return true;
+}
+
+ReplaceRule ReplaceRule::from_json(json::element j, const std::string& origin, const char* what) {
+  ReplaceRule r;
+  const std::string pattern_what = std::string(what) + ".pattern";
+  auto pat = json::require(j, "pattern", origin, what);
+  if (json::has(pat, "Regex")) {
+    r.regex = std::make_unique<Regex>(json::get_string(pat, "Regex", origin, pattern_what.c_str()), origin);
+  } else {
+    r.literal = json::get_string(pat, "String", origin, pattern_what.c_str());
+  }
+  r.content = json::get_string(j, "content", origin, what);
+  return r;
+}
 
 std::unique_ptr<Normalizer> make_normalizer(json::element j, const std::string& origin) {
   if (j.is_null()) return nullptr;
@@ -128,13 +141,7 @@ std::unique_ptr<Normalizer> make_normalizer(json::element j, const std::string& 
   }
   if (type == "Replace") {
     auto r = std::make_unique<ReplaceNormalizer>();
-    auto pat = json::require(j, "pattern", origin, "normalizer Replace");
-    if (json::has(pat, "Regex")) {
-      r->regex = std::make_unique<Regex>(json::get_string(pat, "Regex", origin, "normalizer Replace.pattern"), origin);
-    } else {
-      r->literal = json::get_string(pat, "String", origin, "normalizer Replace.pattern");
-    }
-    r->content = json::get_string(j, "content", origin, "normalizer Replace");
+    r->rule = ReplaceRule::from_json(j, origin, "normalizer Replace");
     return r;
   }
   if (type == "Prepend") {

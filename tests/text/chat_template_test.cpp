@@ -142,6 +142,17 @@ TEST(ChatTemplate, DeepSeekR1HandDerived) {
   EXPECT_EQ(r.text, BOS + U + "hi" + A + "plain answer" + EOS + U + "and?" + A + "final" + EOS);
   EXPECT_EQ(span_texts(r), (std::vector<std::string>{"plain answer" + EOS, "final" + EOS}));
 
+  // The reasoning variant keeps the final turn's reasoning (what a reasoning fine-tune learns);
+  // history is still cut; the span takes the whole final turn from <think> on (the model may
+  // open its reasoning itself, or be handed "<think>\n" by R1's generation prompt).
+  oj trace = oj::array({msg("user", "hi"), msg("assistant", "<think>\nold\n</think>\n\nplain"), msg("user", "and?"),
+                        msg("assistant", "<think>\nstep by step\n</think>\n\nfinal")});
+  RenderedChat rr = ChatTemplate::named("deepseek-r1-reasoning").render_with_spans(trace);
+  EXPECT_EQ(rr.text, BOS + U + "hi" + A + "\n\nplain" + EOS + U + "and?" + A + "<think>\nstep by step\n</think>\n\nfinal" + EOS);
+  EXPECT_EQ(span_texts(rr), (std::vector<std::string>{"\n\nplain" + EOS, "<think>\nstep by step\n</think>\n\nfinal" + EOS}));
+  EXPECT_EQ(ChatTemplate::named("deepseek-r1-reasoning").render(m, true),
+            ChatTemplate::named("deepseek-r1").render(m, true));
+
   // V3 keeps the reasoning and joins every system prompt.
   EXPECT_EQ(ChatTemplate::named("deepseek-v3").render(m, true),
             BOS + "First system.\n\nSecond system." + U + "1+1?" + A + "<think>\nOne plus one.\n</think>\n\n2" + EOS + U +
@@ -283,5 +294,5 @@ TEST(ChatTemplate, ResolveFromTrainingConfig) {
   EXPECT_EQ(own.special_tokens().eos_token.value_or(""), "<|end_of_text|>");
   ChatTemplate chatml = ChatTemplate::resolve("chatml", kFixtures + "/llama3");  // llama3's tokens, ChatML text
   EXPECT_EQ(chatml.render(oj::array({msg("user", "x")})), "<|im_start|>user\nx<|im_end|>\n");
-  EXPECT_EQ(ChatTemplate::builtin_names().size(), 7u);
+  EXPECT_EQ(ChatTemplate::builtin_names().size(), 8u);
 }
