@@ -242,9 +242,10 @@ ModelConfig parse_config(const nlohmann::json& j, const std::string& source) {
   c.tie_word_embeddings = k.get_bool("tie_word_embeddings", false);
   c.attention_bias = k.get_bool("attention_bias", false);
   c.mlp_bias = k.get_bool("mlp_bias", false);
-  if (c.model_type == "qwen2") {
+  if (c.model_type == "qwen2") {  // Qwen2's layers: fixed biases, whatever the config says
     c.qkv_bias = true;
     c.o_bias = false;
+    c.mlp_bias = false;
   } else {
     c.qkv_bias = c.attention_bias;
     c.o_bias = c.attention_bias;
