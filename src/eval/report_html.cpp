@@ -141,6 +141,11 @@ std::string perplexity_section(const json& r) {
     std::snprintf(buf, sizeof buf, "%+.1f%%", rel * 100.0);
     s += "<p>Relative change of perplexity, tuned vs base: <b>" + escape(buf) + "</b></p>\n";
   }
+  std::string settings;
+  for (const char* key : {"window", "stride", "chat_template", "train_on_inputs"})
+    if (p.contains(key) && !p[key].is_null())
+      settings += std::string(settings.empty() ? "" : ", ") + key + " " + str(p, key);
+  if (!settings.empty()) s += "<p class=\"note\">Measured with " + escape(settings) + ".</p>\n";
   return s;
 }
 
@@ -205,6 +210,40 @@ std::string accuracy_section(const json& r) {
   if (mc != a.end() && mc->is_object())
     s += "<p>Multiple choice: <b>" + escape(pct(num(*mc, "accuracy"))) + "</b> of " +
          escape(format_number(num(*mc, "n"))) + " questions.</p>\n";
+
+  // With --baseline: the same metrics for the base model, side by side with the tuned one.
+  auto bit = r.find("baseline_accuracy");
+  if (bit != r.end() && bit->is_object() && !bit->empty()) {
+    const json& b = *bit;
+    std::vector<std::string> names;
+    svg::BarSeries base{"base", kBaseColor, {}}, tuned{"tuned", kTunedColor, {}};
+    std::string trows;
+    for (const auto& m : metrics) {
+      if (!has_num(a, m.key) && !has_num(b, m.key)) continue;
+      names.push_back(m.label);
+      base.values.push_back(num(b, m.key));
+      tuned.values.push_back(num(a, m.key));
+      trows += "<tr>" + cell(m.label) + num_cell(pct(num(b, m.key))) + num_cell(pct(num(a, m.key))) + "</tr>";
+    }
+    auto bmc = b.find("multiple_choice");
+    if (mc != a.end() && mc->is_object() && bmc != b.end() && bmc->is_object()) {
+      names.push_back("multiple choice");
+      base.values.push_back(num(*bmc, "accuracy"));
+      tuned.values.push_back(num(*mc, "accuracy"));
+      trows += "<tr>" + cell("multiple choice") + num_cell(pct(num(*bmc, "accuracy"))) +
+               num_cell(pct(num(*mc, "accuracy"))) + "</tr>";
+    }
+    if (!names.empty()) {
+      svg::BarChartOptions o;
+      o.title = "Accuracy, base vs tuned";
+      o.y_label = "share of answers";
+      o.id = "accuracy-baseline";
+      o.y_max = 1.0;
+      o.percent = true;
+      s += svg::bar_chart(names, {base, tuned}, o);
+      s += "<table><tr><th>metric</th><th>base</th><th>tuned</th></tr>" + trows + "</table>\n";
+    }
+  }
   return s;
 }
 
@@ -229,6 +268,11 @@ std::string kappa_words(double k) {
 
 std::string ab_section(const json& r) {
   std::string s = "<h2 id=\"ab\">Blind A/B comparison</h2>\n";
+  auto sheet = r.find("ab_sheet");
+  if (sheet != r.end() && sheet->is_object())
+    s += "<p>Rater sheet for " + escape(format_number(num(*sheet, "items"))) + " items written to <code>" +
+         escape(str(*sheet, "dir")) + "</code> (A/B order from seed " + escape(str(*sheet, "seed")) +
+         ").</p>\n";
   auto it = r.find("ab");
   if (it == r.end() || !it->is_object() || it->empty())
     return s + note("No rater sheets were aggregated (see docs/ab-testing.md for the workflow).");

@@ -68,6 +68,9 @@ json full_report() {
                  "multiple_choice": {"n": 40, "accuracy": 0.675},
                  "per_category": {"分诊": {"n": 60, "exact_match": 0.5, "normalized_match": 0.6, "contains": 0.7, "rouge_l": 0.8},
                                   "<dosage>": {"n": 60, "exact_match": 0.32, "normalized_match": 0.5, "contains": 0.54, "rouge_l": 0.62}}},
+    "baseline_accuracy": {"n": 120, "exact_match": 0.2, "normalized_match": 0.3, "contains": 0.35, "rouge_l": 0.5,
+                          "multiple_choice": {"n": 40, "accuracy": 0.45}},
+    "ab_sheet": {"dir": "sheets/", "items": 30, "seed": 7},
     "speed": {"prefill_tokens_per_s": 5120.5, "decode_tokens_per_s": 48.2, "time_to_first_token_ms": 35.1,
               "peak_memory_bytes": 2147483648},
     "ab": {"n_items": 30, "fleiss_kappa": 0.41, "kappa_items": 30, "kappa_raters": 3,
@@ -124,7 +127,7 @@ TEST(RenderReport, IsSelfContainedAndEscaped) {
   EXPECT_EQ(html.find("&& <x>"), std::string::npos);
   EXPECT_NE(html.find("分诊"), std::string::npos);
   // Every section drew its chart.
-  for (const char* id : {"loss", "lr", "perplexity", "accuracy", "ab"})
+  for (const char* id : {"loss", "lr", "perplexity", "accuracy", "accuracy-baseline", "ab"})
     EXPECT_NE(html.find(std::string("data-chart=\"") + id + "\""), std::string::npos) << id;
   EXPECT_NE(html.find("Some gates failed"), std::string::npos);
   EXPECT_EQ(count(html, ">pass<"), 1u);
@@ -132,6 +135,8 @@ TEST(RenderReport, IsSelfContainedAndEscaped) {
   EXPECT_NE(html.find("-35.2%"), std::string::npos);    // relative perplexity change
   EXPECT_NE(html.find("2048 MiB"), std::string::npos);  // peak memory
   EXPECT_NE(html.find("moderate"), std::string::npos);  // kappa 0.41 in words
+  EXPECT_NE(html.find("Accuracy, base vs tuned"), std::string::npos);
+  EXPECT_NE(html.find("written to <code>sheets/</code>"), std::string::npos);
 }
 
 TEST(RenderReport, EmptyReportSaysSoInsteadOfDrawing) {
@@ -249,7 +254,7 @@ document.body.appendChild(pre);
       << "chromium produced no measurement; output starts: " << dom.substr(0, 300);
   json g = json::parse(m[1].str());
 
-  for (const char* id : {"loss", "lr", "perplexity", "accuracy", "ab"}) {
+  for (const char* id : {"loss", "lr", "perplexity", "accuracy", "accuracy-baseline", "ab"}) {
     ASSERT_TRUE(g.contains(id)) << "chart " << id << " is missing: " << g.dump();
     const json& c = g[id];
     EXPECT_GE(c["ticks"].get<int>(), 3) << id << ": axes need tick labels";
@@ -270,6 +275,7 @@ document.body.appendChild(pre);
   // Bar charts: visible bars. Perplexity 12.5 vs 8.1: the base bar is the taller.
   EXPECT_GT(g["perplexity"]["area"].get<double>(), 2000);
   EXPECT_GT(g["accuracy"]["area"].get<double>(), 5000);
+  EXPECT_GT(g["accuracy-baseline"]["area"].get<double>(), 5000);
   // A/B: four rows (pooled + three raters) of full-width stacks.
   EXPECT_GT(g["ab"]["area"].get<double>(), 4 * 20 * 400);
 }

@@ -21,13 +21,18 @@ std::vector<nlohmann::json> read_metrics_jsonl(const std::string& path);
 //   "accuracy": {"n": .., "exact_match": .., "normalized_match": .., "contains": .., "rouge_l": ..,
 //                "multiple_choice": {"n": .., "accuracy": ..},
 //                "per_category": {"<name>": {"n": .., "exact_match": .., ...}}},
+//   "baseline_accuracy": {... as "accuracy", for the base model ...},
 //   "speed": {"prefill_tokens_per_s": .., "decode_tokens_per_s": .., "time_to_first_token_ms": ..,
-//             "peak_memory_bytes": ..},
+//             "peak_memory_bytes": .., <any other key: shown as is>},
+//   "ab_sheet": {"dir": "...", "items": .., "seed": ..},
 //   "ab": {... aggregate_ratings output ...},
 //   "gates": [{"expr": "ppl_drop>=0.15", "metric": .., "value": .., "passed": true}],
 //   "training": {"metrics_path": "..."}
 // }
 // `metrics` are the rows of metrics.jsonl (may be empty: the curves section then says so).
+// Missing sections, values of the wrong type and nulls (non-finite numbers) render as a sentence
+// or "n/a", never as an error. Every chart is an <svg class="chart" data-chart="<id>"> with ids
+// loss, lr, perplexity, accuracy, accuracy-baseline and ab.
 std::string render_report_html(const nlohmann::json& report, const std::vector<nlohmann::json>& metrics);
 
 }  // namespace dsft::eval
