@@ -286,9 +286,14 @@ nlohmann::json aggregate_ratings(const std::string& key_path, const std::vector<
                 std::to_string(rating_csvs.size()) + "); one or two opinions are not a review");
   {
     std::set<std::string> unique;
-    for (const auto& p : rating_csvs)
-      if (!unique.insert(std::filesystem::weakly_canonical(p).string()).second)
+    for (const auto& p : rating_csvs) {
+      // The same file under two spellings counts twice otherwise; a path that cannot be resolved
+      // is compared as written and reported when it is read.
+      std::error_code ec;
+      std::string canon = std::filesystem::weakly_canonical(p, ec).string();
+      if (!unique.insert(ec ? p : canon).second)
         throw Error("A/B aggregation: rating sheet " + p + " is given twice");
+    }
   }
   const std::map<std::string, KeyItem> key = read_key(key_path);
   std::vector<RaterSheet> sheets;

@@ -87,9 +87,9 @@ struct Fixture {
   Fixture() {
     std::vector<AbItem> items = {
         {"triage-1", "p1", "BASE answer 1", "TUNED answer 1", "triage"},
-        {"triage-2", "p2", "BASE answer 2", "TUNED answer 2", "triage"},
+        {"triage-2", "p2, \"quoted\"\nsecond line", "BASE answer 2", "TUNED answer 2", "triage"},
         {"dose-1", "p3", "BASE answer 3", "TUNED answer 3", "dosage"},
-        {"dose-2", "p4, \"quoted\"\nsecond line", "BASE answer 4", "TUNED answer 4", "dosage"}};
+        {"dose-2", "p4", "BASE answer 4", "TUNED answer 4", "dosage"}};
     write_ab_sheet(items, 2026, (dir.path / "ab").string(), false);
     sheet = test::parse_csv(test::slurp(dir.path / "ab" / "sheet.csv").substr(3));
     key = (dir.path / "ab" / "key.json").string();
@@ -199,7 +199,7 @@ TEST(AggregateRatings, UnreadableRatingNamesFileRowAndValue) {
   std::string b = f.rater("b", {'T', 'T', 'T', 'T'});
   std::string c = f.rater("c", {'T', 'T', 'T', 'T'});
   auto rows = test::parse_csv(test::slurp(c));
-  rows[4][4] = "maybe";  // the fourth item, row 5 counting the header; earlier fields span lines
+  rows[4][4] = "maybe";  // the fourth item: row 5 counting the header, though row 3 spans two lines
   test::spit(c, test::write_csv(rows));
   std::string e = error_of([&] { aggregate_ratings(f.key, {a, b, c}); });
   EXPECT_NE(e.find(c + " row 5"), std::string::npos) << e;
