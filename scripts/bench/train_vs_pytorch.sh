@@ -9,7 +9,9 @@
 #   STEPS=16 WARMUP=3 THREADS=2 WORK=/tmp/dsft-bench-vs-torch scripts/bench/train_vs_pytorch.sh build
 # The build needs -DDSFT_BENCH=ON (dsft and dsft_bench_train_batches). Both sides run one after
 # the other with the same thread count and the same BLAS (whatever libblas.so.3 points to, and
-# OPENBLAS_CORETYPE if set in the environment).
+# OPENBLAS_CORETYPE if set in the environment). On a machine busy with other jobs use THREADS=1
+# or OMP_WAIT_POLICY=passive: OpenMP threads spinning for a preempted peer slow both sides 5-8×.
+# About 2 minutes on 2 idle cores; docs/BENCHMARKS.md has the figures.
 set -euo pipefail
 BUILD=${1:-build}
 DSFT=$BUILD/dsft
@@ -81,10 +83,13 @@ PY
 for p in $PRECISIONS; do
   extra=(); peer=()
   if [ "$p" = bf16 ]; then extra=(bf16=true); peer=(--bf16); fi
-  echo "== dsft train ($p)" >&2
-  rm -rf "$WORK/dsft-$p"
-  measure "$WORK/dsft-$p.rss.json" "$DSFT" train --config configs/tiny.yaml output_dir="$WORK/dsft-$p" \
-    "${ARGS[@]}" "${extra[@]}" > "$WORK/dsft-$p.log" 2>&1 || { tail -5 "$WORK/dsft-$p.log" >&2; exit 1; }
+  for v in dsft dsft-ckpt; do
+    ck=(); [ "$v" = dsft-ckpt ] && ck=(gradient_checkpointing=true)
+    echo "== dsft train ($p${ck:+, gradient checkpointing})" >&2
+    rm -rf "$WORK/$v-$p"
+    measure "$WORK/$v-$p.rss.json" "$DSFT" train --config configs/tiny.yaml output_dir="$WORK/$v-$p" \
+      "${ARGS[@]}" "${extra[@]}" "${ck[@]}" > "$WORK/$v-$p.log" 2>&1 || { tail -5 "$WORK/$v-$p.log" >&2; exit 1; }
+  done
   echo "== PyTorch eager loop ($p)" >&2
   measure "$WORK/peer-$p.rss.json" "$PY" scripts/bench/train_peer.py --model "$WORK/model" \
     --batches "$WORK/batches" --out "$WORK/peer-$p.jsonl" --lr "$LR" --warmup-steps "$WARMUP_STEPS" \
@@ -137,23 +142,24 @@ print(f"model: llama-bench, {total / 1e6:.1f}M parameters ({lora / 1e6:.2f}M LoR
 print(f"matmul peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s "
       f"(torch.mm, {os.environ.get('OMP_NUM_THREADS')} threads)")
 print()
-print("| precision | side | tokens/s | peak RSS | MFU | max abs loss diff (step 1) |")
-print("| --- | --- | --- | --- | --- | --- |")
+print("| precision | side | tokens/s | peak RSS | MFU | max abs loss diff (step 1) | vs eager: tokens/s, RSS |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+names = {"peer": "PyTorch eager", "dsft": "dsft", "dsft-ckpt": "dsft, gradient_checkpointing"}
 for p in precisions:
-    dsft = [json.loads(l) for l in open(f"{work}/dsft-{p}/metrics.jsonl")]
-    dsft = [x for x in dsft if "loss" in x]
     peer = [json.loads(l) for l in open(f"{work}/peer-{p}.jsonl")]
-    rss = {k: json.load(open(f"{work}/{k}-{p}.rss.json"))["maxrss_kib"] * 1024 for k in ("dsft", "peer")}
-    dl = [abs(a["loss"] - b["loss"]) for a, b in zip(dsft, peer)]
-    res = {}
-    for side, rows in (("dsft", dsft), ("peer", peer)):
-        tps, flops = steady([x["tokens_per_s"] for x in rows])
-        res[side] = tps
-        mfu = flops / peak[p]
-        diff = f"{max(dl):.2e} ({dl[0]:.1e})" if side == "dsft" else ""
-        name = "dsft" if side == "dsft" else "PyTorch eager"
-        print(f"| {p} | {name} | {tps:,.0f} | {rss[side] / 2**20:,.0f} MiB | {100 * mfu:.1f}% | {diff} |")
-    print(f"| {p} | dsft / eager | **{res['dsft'] / res['peer']:.2f}×** | **{rss['dsft'] / rss['peer']:.2f}×** | | |")
+    rows = {"peer": peer}
+    for v in ("dsft", "dsft-ckpt"):
+        rows[v] = [x for x in map(json.loads, open(f"{work}/{v}-{p}/metrics.jsonl")) if "loss" in x]
+    rss = {k: json.load(open(f"{work}/{k}-{p}.rss.json"))["maxrss_kib"] * 1024 for k in rows}
+    tps = {k: steady([x["tokens_per_s"] for x in r]) for k, r in rows.items()}
+    for k in ("peer", "dsft", "dsft-ckpt"):
+        t, flops = tps[k]
+        diff = vs = ""
+        if k != "peer":
+            dl = [abs(a["loss"] - b["loss"]) for a, b in zip(rows[k], peer)]
+            diff = f"{max(dl):.1e} ({dl[0]:.1e})"
+            vs = f"**{t / tps['peer'][0]:.2f}×**, **{rss[k] / rss['peer']:.2f}×**"
+        print(f"| {p} | {names[k]} | {t:,.0f} | {rss[k] / 2**20:,.0f} MiB | {100 * flops / peak[p]:.0f}% | {diff} | {vs} |")
 print()
 for p in precisions:
     dsft = [json.loads(l) for l in open(f"{work}/dsft-{p}/metrics.jsonl")]
