@@ -59,8 +59,8 @@ std::vector<int64_t> encode_prompt(const text::Tokenizer& tok, const text::ChatT
   return {ids.begin(), ids.end()};
 }
 
-std::string generate_answer(model::CausalLMImpl& m, const text::Tokenizer& tok, const std::vector<int64_t>& prompt,
-                            const AnswerOptions& o) {
+std::string generate_answer(model::CausalLMImpl& m, const text::Tokenizer& tok,
+                            const std::vector<int64_t>& prompt, const AnswerOptions& o) {
   model::GenerateOptions go;
   go.max_new_tokens = o.max_new_tokens;
   go.stop_ids = o.stop_ids;
@@ -160,10 +160,12 @@ nlohmann::json score_multiple_choice(model::CausalLMImpl& m, const text::Tokeniz
                {"log_likelihoods", ll},
                {"correct", ok}});
   }
-  nlohmann::json j = {{"n", n}, {"accuracy", n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0}};
+  nlohmann::json j = {{"n", n},
+                      {"accuracy", n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0}};
   j["per_category"] = nlohmann::json::object();
   for (const auto& [name, c] : per_category)
-    j["per_category"][name] = {{"n", c.first}, {"accuracy", static_cast<double>(c.second) / static_cast<double>(c.first)}};
+    j["per_category"][name] = {{"n", c.first},
+                               {"accuracy", static_cast<double>(c.second) / static_cast<double>(c.first)}};
   return j;
 }
 

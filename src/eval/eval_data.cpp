@@ -16,7 +16,8 @@ namespace {
 using ojson = nlohmann::ordered_json;
 
 std::string record_label(const ojson& record, size_t line_no) {
-  if (record.is_object() && record.contains("id") && record["id"].is_string()) return record["id"].get<std::string>();
+  if (record.is_object() && record.contains("id") && record["id"].is_string())
+    return record["id"].get<std::string>();
   if (record.is_object() && record.contains("id") && record["id"].is_number()) return record["id"].dump();
   return "line " + std::to_string(line_no);
 }
@@ -55,10 +56,13 @@ McItem parse_multiple_choice(const ojson& record, const std::string& where) {
       question = record["question"].get<std::string>();
     } else if (record.contains("instruction") && record["instruction"].is_string()) {
       question = record["instruction"].get<std::string>();
-      if (record.contains("input") && record["input"].is_string() && !record["input"].get<std::string>().empty())
+      if (record.contains("input") && record["input"].is_string() &&
+          !record["input"].get<std::string>().empty())
         question += "\n\n" + record["input"].get<std::string>();
     } else {
-      throw Error(where + ": a multiple-choice record needs a \"question\" (or \"instruction\" or \"messages\") string");
+      throw Error(
+          where +
+          ": a multiple-choice record needs a \"question\" (or \"instruction\" or \"messages\") string");
     }
     if (question.empty()) throw Error(where + ": the multiple-choice question is empty");
     item.prompt = ojson::array();
@@ -67,13 +71,15 @@ McItem parse_multiple_choice(const ojson& record, const std::string& where) {
     item.prompt.push_back({{"role", "user"}, {"content", question}});
   }
   if (!record.contains("answer"))
-    throw Error(where + ": a multiple-choice record needs \"answer\" (an index, a letter or the option text)");
+    throw Error(where +
+                ": a multiple-choice record needs \"answer\" (an index, a letter or the option text)");
   const ojson& a = record["answer"];
   const auto n = static_cast<int64_t>(item.choices.size());
   if (a.is_number_integer()) {
     item.answer = a.get<int64_t>();
     if (item.answer < 0 || item.answer >= n)
-      throw Error(where + ": \"answer\" " + a.dump() + " is not an option index (0.." + std::to_string(n - 1) + ")");
+      throw Error(where + ": \"answer\" " + a.dump() + " is not an option index (0.." +
+                  std::to_string(n - 1) + ")");
   } else if (a.is_string()) {
     const std::string s = a.get<std::string>();
     item.answer = -1;

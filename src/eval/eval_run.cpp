@@ -2,8 +2,6 @@
 // the data read and checked, the adapter's run config found (template, window, masking as
 // trained), the model loaded once with the adapter attached (disabled for the base figures),
 // then perplexity, accuracy, A/B sheets, speed, ratings, the report and the gates.
-#include "dsft/eval/eval.h"
-
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -18,6 +16,7 @@
 
 #include "dsft/eval/ab_sheet.h"
 #include "dsft/eval/accuracy.h"
+#include "dsft/eval/eval.h"
 #include "dsft/eval/eval_data.h"
 #include "dsft/eval/gates.h"
 #include "dsft/eval/perplexity.h"
@@ -75,8 +74,9 @@ RunInfo find_run(const std::string& adapter_dir) {
       try {
         info.config = train::load_train_config(info.config_path);
       } catch (const Error& e) {
-        throw Error("cannot read the training config " + info.config_path + " of the adapter's run (" + e.what() +
-                    "); pass --chat-template and --max-seq-length and move the adapter out of the run directory");
+        throw Error(
+            "cannot read the training config " + info.config_path + " of the adapter's run (" + e.what() +
+            "); pass --chat-template and --max-seq-length and move the adapter out of the run directory");
       }
     }
     if (info.metrics_path.empty() && fs::is_regular_file(d / "metrics.jsonl"))
@@ -88,17 +88,20 @@ RunInfo find_run(const std::string& adapter_dir) {
 void check_model_dir(const std::string& dir) {
   if (!fs::is_directory(dir))
     throw Error("model directory " + dir + " does not exist (expected config.json, weights and a tokenizer)");
-  if (!fs::exists(fs::path(dir) / "config.json")) throw Error("model directory " + dir + " has no config.json");
+  if (!fs::exists(fs::path(dir) / "config.json"))
+    throw Error("model directory " + dir + " has no config.json");
   if (!fs::exists(fs::path(dir) / "tokenizer.json") && !fs::exists(fs::path(dir) / "tokenizer.model"))
-    throw Error("model directory " + dir +
-                " has no tokenizer (tokenizer.json or tokenizer.model); copy the model's tokenizer files into it");
+    throw Error(
+        "model directory " + dir +
+        " has no tokenizer (tokenizer.json or tokenizer.model); copy the model's tokenizer files into it");
 }
 
 void check_adapter_dir(const std::string& dir) {
   if (!fs::is_directory(dir)) throw Error("adapter directory " + dir + " does not exist");
   if (!fs::exists(fs::path(dir) / "adapter_config.json"))
-    throw Error("adapter directory " + dir +
-                " has no adapter_config.json (expected a LoRA adapter, e.g. <run>/adapter or <run>/checkpoint-N)");
+    throw Error(
+        "adapter directory " + dir +
+        " has no adapter_config.json (expected a LoRA adapter, e.g. <run>/adapter or <run>/checkpoint-N)");
 }
 
 // The records that count for perplexity as the training data path tokenises them. Multiple-choice
@@ -198,9 +201,12 @@ std::vector<AbVars> read_ab_vars(const std::string& path) {
     if (!j.is_object()) throw Error(where + ": not a JSON object of placeholder values");
     AbVars v;
     for (const auto& [k, val] : j.items()) {
-      if (val.is_string()) v.vars[k] = val.get<std::string>();
-      else if (val.is_number() || val.is_boolean()) v.vars[k] = val.dump();
-      else if (!val.is_null()) throw Error(where + ": value of \"" + k + "\" must be a string or a number");
+      if (val.is_string())
+        v.vars[k] = val.get<std::string>();
+      else if (val.is_number() || val.is_boolean())
+        v.vars[k] = val.dump();
+      else if (!val.is_null())
+        throw Error(where + ": value of \"" + k + "\" must be a string or a number");
     }
     v.id = v.vars.count("id") ? v.vars["id"] : "v" + std::to_string(line_no);
     if (v.vars.count("category")) v.category = v.vars["category"];
@@ -217,8 +223,8 @@ std::string ratings_summary(const nlohmann::json& ab, size_t raters) {
   if (ab.contains("pooled") && ab["pooled"].is_object()) {
     const auto& p = ab["pooled"];
     auto rate = [&](const char* k) { return p.contains(k) && p[k].is_number() ? p[k].get<double>() : 0.0; };
-    s += ": tuned better " + fmt("%.1f%%", 100 * rate("win_rate")) + ", tie " + fmt("%.1f%%", 100 * rate("tie_rate")) +
-         ", base better " + fmt("%.1f%%", 100 * rate("loss_rate"));
+    s += ": tuned better " + fmt("%.1f%%", 100 * rate("win_rate")) + ", tie " +
+         fmt("%.1f%%", 100 * rate("tie_rate")) + ", base better " + fmt("%.1f%%", 100 * rate("loss_rate"));
   }
   if (ab.contains("fleiss_kappa") && ab["fleiss_kappa"].is_number())
     s += ", Fleiss' kappa " + fmt("%.3f", ab["fleiss_kappa"].get<double>());
@@ -235,8 +241,10 @@ void write_report_file(const std::string& path, const std::string& bytes) {
 
 std::string json_path_beside(const std::string& html_path) {
   fs::path p(html_path);
-  if (p.extension() == ".json") p.replace_extension(".report.json");
-  else p.replace_extension(".json");
+  if (p.extension() == ".json")
+    p.replace_extension(".report.json");
+  else
+    p.replace_extension(".json");
   return p.string();
 }
 
@@ -245,21 +253,26 @@ EvalOutcome run_eval(const EvalOptions& o) {
   const std::vector<Gate> gates = parse_gates(o.gates);
   const bool rating = !o.ratings.empty();
   if (rating && o.ratings.size() < 3)
-    throw UsageError("--ratings needs the sheets of at least three raters (got " + std::to_string(o.ratings.size()) + ")");
-  if (rating && o.key_path.empty()) throw UsageError("--ratings needs --key (the key.json written with the A/B sheet)");
+    throw UsageError("--ratings needs the sheets of at least three raters (got " +
+                     std::to_string(o.ratings.size()) + ")");
+  if (rating && o.key_path.empty())
+    throw UsageError("--ratings needs --key (the key.json written with the A/B sheet)");
   if (!rating && !o.key_path.empty()) throw UsageError("--key is only used with --ratings");
   const bool modelling = !o.model_dir.empty();
   if (!modelling && (!o.data_path.empty() || !o.adapter_dir.empty() || !o.ab_prompts.empty()))
     throw UsageError("--model is required to evaluate --data, --adapter or --ab-prompts");
   if (!modelling && !rating) throw UsageError("--model and --data are required (or --ratings with --key)");
   if (modelling && o.data_path.empty() && o.ab_prompts.empty())
-    throw UsageError("--data is required (held-out JSONL records) unless only --ab-prompts sheets are written");
+    throw UsageError(
+        "--data is required (held-out JSONL records) unless only --ab-prompts sheets are written");
   if (o.baseline && o.adapter_dir.empty())
     throw UsageError("--baseline compares the base with base + adapter: give --adapter too");
   if (!o.ab_prompts.empty() && o.adapter_dir.empty())
     throw UsageError("--ab-prompts compares the base with the tuned model: give --adapter too");
-  if (!o.ab_prompts.empty() && o.ab_out.empty()) throw UsageError("--ab-prompts needs --ab-out DIR for the sheets");
-  if (!o.ab_vars.empty() && o.ab_prompts.empty()) throw UsageError("--ab-vars fills --ab-prompts: give --ab-prompts too");
+  if (!o.ab_prompts.empty() && o.ab_out.empty())
+    throw UsageError("--ab-prompts needs --ab-out DIR for the sheets");
+  if (!o.ab_vars.empty() && o.ab_prompts.empty())
+    throw UsageError("--ab-vars fills --ab-prompts: give --ab-prompts too");
   if (o.batch_size < 1) throw UsageError("--batch-size must be at least 1");
 
   nlohmann::json report = nlohmann::json::object();
@@ -276,7 +289,8 @@ EvalOutcome run_eval(const EvalOptions& o) {
   if (modelling) check_model_dir(o.model_dir);
   if (!o.adapter_dir.empty()) check_adapter_dir(o.adapter_dir);
   const RunInfo run = find_run(o.adapter_dir);
-  if (run.config) util::log_info("using the template, window and masking of the training run " + run.config_path);
+  if (run.config)
+    util::log_info("using the template, window and masking of the training run " + run.config_path);
   const bool lm = data && data->lm_records > 0;
   const bool with_adapter = !o.adapter_dir.empty();
   const bool score_base = lm && (!with_adapter || o.baseline);
@@ -295,11 +309,12 @@ EvalOutcome run_eval(const EvalOptions& o) {
     if (lm) available.insert(available.end(), {"ppl", "loss"});
     if (score_base) available.insert(available.end(), {"base_ppl", "base_loss"});
     if (lm && with_adapter && o.baseline) available.push_back("ppl_drop");
-    if (!qa_items.empty()) available.insert(available.end(), {"exact_match", "normalized_match", "contains", "rouge_l"});
+    if (!qa_items.empty())
+      available.insert(available.end(), {"exact_match", "normalized_match", "contains", "rouge_l"});
     if (!mc_items.empty()) available.push_back("mc_accuracy");
     if (modelling && data && o.speed_tokens > 0)
-      available.insert(available.end(),
-                       {"prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_ms", "peak_memory_mb"});
+      available.insert(available.end(), {"prefill_tokens_per_s", "decode_tokens_per_s",
+                                         "time_to_first_token_ms", "peak_memory_mb"});
     if (rating) available.insert(available.end(), {"win_rate", "tie_rate", "loss_rate", "kappa"});
     require_available(gates, available);
   }
@@ -307,8 +322,9 @@ EvalOutcome run_eval(const EvalOptions& o) {
   std::vector<nlohmann::json> prediction_rows;
   if (modelling) {
     // ---- 3. Tokenizer, template, model (+ adapter).
-    const std::string template_name =
-        !o.chat_template.empty() ? o.chat_template : run.config ? run.config->chat_template : "";
+    const std::string template_name = !o.chat_template.empty() ? o.chat_template
+                                      : run.config             ? run.config->chat_template
+                                                               : "";
     auto tok = text::load_tokenizer(o.model_dir);
     const text::ChatTemplate tmpl = text::ChatTemplate::resolve(template_name, o.model_dir);
     const std::string device_name = train::resolve_device(o.device);
@@ -332,7 +348,8 @@ EvalOutcome run_eval(const EvalOptions& o) {
         util::log_warn("the adapter " + o.adapter_dir + " was trained on " + named + ", evaluated here on " +
                        o.model_dir + "; make sure they are the same model");
       const auto info = peft::load_adapter(*lm_model, o.adapter_dir);
-      util::log_info("adapter " + o.adapter_dir + ": LoRA on " + std::to_string(info.modules.size()) + " layers");
+      util::log_info("adapter " + o.adapter_dir + ": LoRA on " + std::to_string(info.modules.size()) +
+                     " layers");
     }
     lm_model->eval();
     const int32_t pad_id = tok->pad_id.value_or(tok->eos_id.value_or(0));
@@ -348,7 +365,9 @@ EvalOutcome run_eval(const EvalOptions& o) {
     // ---- 4. Perplexity.
     if (lm) {
       WindowOptions wo;
-      int64_t window = o.max_seq_length > 0 ? o.max_seq_length : run.config ? run.config->max_seq_length : 2048;
+      int64_t window = o.max_seq_length > 0 ? o.max_seq_length
+                       : run.config         ? run.config->max_seq_length
+                                            : 2048;
       if (lm_model->config().max_position_embeddings > 0)
         window = std::min(window, lm_model->config().max_position_embeddings);
       wo.window = window;
@@ -358,20 +377,25 @@ EvalOutcome run_eval(const EvalOptions& o) {
       dopt.max_seq_length = std::numeric_limits<int32_t>::max();  // whole records; windows do the rest
       dopt.packing = false;
       dopt.train_on_inputs = o.train_on_inputs >= 0 ? o.train_on_inputs == 1
-                                                    : run.config ? run.config->train_on_inputs : false;
+                             : run.config           ? run.config->train_on_inputs
+                                                    : false;
       dopt.cache_dir = "";
       dopt.tokenizer_dir = o.model_dir;
       const train::TokenizedDataset records = build_lm_records(*data, *tok, tmpl, dopt);
       if (!records.dropped_ids().empty())
-        util::log_warn(std::to_string(records.dropped_ids().size()) +
-                       " records have no target token (e.g. an empty answer) and do not count for perplexity");
+        util::log_warn(
+            std::to_string(records.dropped_ids().size()) +
+            " records have no target token (e.g. an empty answer) and do not count for perplexity");
       nlohmann::json ppl = nlohmann::json::object();
       auto score = [&](bool adapter_on) {
         use_adapter(adapter_on);
         const PerplexityResult r = perplexity(*lm_model, records.records(), wo, o.batch_size, pad_id, device);
         if (r.tokens == 0) throw Error("no target token to score in " + o.data_path);
-        return nlohmann::json{{"ppl", r.ppl()}, {"loss", r.loss()}, {"tokens", r.tokens},
-                              {"records", r.records}, {"windows", r.windows}};
+        return nlohmann::json{{"ppl", r.ppl()},
+                              {"loss", r.loss()},
+                              {"tokens", r.tokens},
+                              {"records", r.records},
+                              {"windows", r.windows}};
       };
       if (score_base) ppl["base"] = score(false);
       if (with_adapter) ppl["tuned"] = score(true);
@@ -379,10 +403,11 @@ EvalOutcome run_eval(const EvalOptions& o) {
       ppl["stride"] = stride;
       ppl["train_on_inputs"] = dopt.train_on_inputs;
       ppl["chat_template"] = tmpl.name();
-      summary += "perplexity on " + std::to_string(records.records().size()) + " records (window " +
-                 std::to_string(window) + ", stride " + std::to_string(stride) + ", " +
-                 std::to_string((ppl.contains("tuned") ? ppl["tuned"] : ppl["base"])["tokens"].get<int64_t>()) +
-                 " target tokens)\n";
+      summary +=
+          "perplexity on " + std::to_string(records.records().size()) + " records (window " +
+          std::to_string(window) + ", stride " + std::to_string(stride) + ", " +
+          std::to_string((ppl.contains("tuned") ? ppl["tuned"] : ppl["base"])["tokens"].get<int64_t>()) +
+          " target tokens)\n";
       for (const char* which : {"base", "tuned"})
         if (ppl.contains(which))
           summary += std::string("  ") + (std::string(which) == "base" ? "base " : "tuned") + "  ppl " +
@@ -415,7 +440,8 @@ EvalOutcome run_eval(const EvalOptions& o) {
         nlohmann::json a = {{"n", 0}};
         if (!qa_items.empty()) a = score_qa(*lm_model, *tok, tmpl, qa_items, ao, collect("qa", which));
         if (!mc_items.empty())
-          a["multiple_choice"] = score_multiple_choice(*lm_model, *tok, tmpl, mc_items, device, collect("mc", which));
+          a["multiple_choice"] =
+              score_multiple_choice(*lm_model, *tok, tmpl, mc_items, device, collect("mc", which));
         return a;
       };
       if (with_adapter && o.baseline) {
@@ -431,7 +457,8 @@ EvalOutcome run_eval(const EvalOptions& o) {
           s += label + " QA (" + std::to_string(a["n"].get<int64_t>()) + " items): exact " +
                fmt("%.3f", a["exact_match"].get<double>()) + ", normalized " +
                fmt("%.3f", a["normalized_match"].get<double>()) + ", contains " +
-               fmt("%.3f", a["contains"].get<double>()) + ", ROUGE-L " + fmt("%.3f", a["rouge_l"].get<double>()) + "\n";
+               fmt("%.3f", a["contains"].get<double>()) + ", ROUGE-L " +
+               fmt("%.3f", a["rouge_l"].get<double>()) + "\n";
         if (a.contains("multiple_choice"))
           s += label + " multiple choice (" + std::to_string(a["multiple_choice"]["n"].get<int64_t>()) +
                " items): accuracy " + fmt("%.3f", a["multiple_choice"]["accuracy"].get<double>()) + "\n";
@@ -442,25 +469,27 @@ EvalOutcome run_eval(const EvalOptions& o) {
       if (acc.contains("per_category"))
         for (const auto& [name, c] : acc["per_category"].items())
           summary += "  " + name + " (" + std::to_string(c["n"].get<int64_t>()) + "): exact " +
-                     fmt("%.3f", c["exact_match"].get<double>()) + ", ROUGE-L " + fmt("%.3f", c["rouge_l"].get<double>()) +
-                     "\n";
+                     fmt("%.3f", c["exact_match"].get<double>()) + ", ROUGE-L " +
+                     fmt("%.3f", c["rouge_l"].get<double>()) + "\n";
     }
 
     // ---- 6. A/B sheets: base and tuned answer the same filled prompts.
     if (!o.ab_prompts.empty()) {
       const auto templates = read_ab_templates(o.ab_prompts);
       std::vector<AbVars> vars;
-      if (!o.ab_vars.empty()) vars = read_ab_vars(o.ab_vars);
-      else vars.push_back({});
+      if (!o.ab_vars.empty())
+        vars = read_ab_vars(o.ab_vars);
+      else
+        vars.push_back({});
       std::vector<AbItem> items;
       for (const auto& t : templates)
         for (const auto& v : vars) {
           AbItem item;
           item.id = o.ab_vars.empty() ? t.id : templates.size() == 1 ? v.id : t.id + "/" + v.id;
           item.category = !v.category.empty() ? v.category : t.category;
-          item.prompt = fill_prompt_template(t.text, v.vars,
-                                             o.ab_vars.empty() ? o.ab_prompts + " template " + t.id
-                                                               : o.ab_vars + " record " + v.id);
+          item.prompt = fill_prompt_template(
+              t.text, v.vars,
+              o.ab_vars.empty() ? o.ab_prompts + " template " + t.id : o.ab_vars + " record " + v.id);
           items.push_back(std::move(item));
         }
       for (bool tuned : {false, true}) {
@@ -476,7 +505,8 @@ EvalOutcome run_eval(const EvalOptions& o) {
       write_ab_sheet(items, o.seed, o.ab_out, o.force);
       report["ab_sheet"] = {{"dir", o.ab_out}, {"items", items.size()}, {"seed", o.seed}};
       summary += "A/B sheet: " + std::to_string(items.size()) + " items in " + o.ab_out +
-                 " (sheet.csv, sheet.html, key.json); after rating: dsft eval --ratings r1.csv r2.csv r3.csv --key " +
+                 " (sheet.csv, sheet.html, key.json); after rating: dsft eval --ratings r1.csv r2.csv r3.csv "
+                 "--key " +
                  (fs::path(o.ab_out) / "key.json").string() + "\n";
     }
 
@@ -512,9 +542,11 @@ EvalOutcome run_eval(const EvalOptions& o) {
       report["speed"] = to_json(sp);
       summary += "speed (" + sp.device + ", " + std::to_string(sp.prompts) + " prompts, " +
                  std::to_string(o.speed_tokens) + " new tokens each): prefill " +
-                 fmt("%.0f", sp.prefill_tokens_per_s) + " tokens/s, decode " + fmt("%.1f", sp.decode_tokens_per_s) +
-                 " tokens/s, first token " + fmt("%.1f", sp.time_to_first_token_ms) + " ms, peak memory " +
-                 util::format_bytes(static_cast<double>(sp.peak_memory_bytes)) + " (" + sp.peak_memory_source + ")\n";
+                 fmt("%.0f", sp.prefill_tokens_per_s) + " tokens/s, decode " +
+                 fmt("%.1f", sp.decode_tokens_per_s) + " tokens/s, first token " +
+                 fmt("%.1f", sp.time_to_first_token_ms) + " ms, peak memory " +
+                 util::format_bytes(static_cast<double>(sp.peak_memory_bytes)) + " (" +
+                 sp.peak_memory_source + ")\n";
     }
   }
 
@@ -543,8 +575,8 @@ EvalOutcome run_eval(const EvalOptions& o) {
                                  {"threshold", r.gate.threshold},
                                  {"value", r.value},
                                  {"passed", r.passed}});
-      summary += "gate " + r.gate.expr + ": " + (r.passed ? "passed" : "FAILED") + " (" + r.gate.metric + " = " +
-                 fmt("%.6g", r.value) + ")\n";
+      summary += "gate " + r.gate.expr + ": " + (r.passed ? "passed" : "FAILED") + " (" + r.gate.metric +
+                 " = " + fmt("%.6g", r.value) + ")\n";
     }
     out.gate_failure = first_failure(results);
   }
@@ -554,13 +586,15 @@ EvalOutcome run_eval(const EvalOptions& o) {
     write_report_file(o.predictions_path, lines);
     summary += "predictions: " + o.predictions_path + "\n";
   }
-  const std::string json_path = !o.report_json.empty() ? o.report_json
+  const std::string json_path = !o.report_json.empty()   ? o.report_json
                                 : !o.report_html.empty() ? json_path_beside(o.report_html)
                                                          : "";
   if (!json_path.empty()) write_report_file(json_path, report.dump(2) + "\n");
   if (!o.report_html.empty()) write_report_file(o.report_html, render_report_html(report, metrics));
-  if (!o.report_html.empty()) summary += "report: " + o.report_html + " and " + json_path + "\n";
-  else if (!json_path.empty()) summary += "report: " + json_path + "\n";
+  if (!o.report_html.empty())
+    summary += "report: " + o.report_html + " and " + json_path + "\n";
+  else if (!json_path.empty())
+    summary += "report: " + json_path + "\n";
   out.report = std::move(report);
   out.summary = std::move(summary);
   return out;

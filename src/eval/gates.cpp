@@ -57,7 +57,8 @@ void put(std::map<std::string, double>& out, const std::string& name, const nloh
 
 const std::vector<std::pair<std::string, std::string>>& gate_metrics() {
   static const std::vector<std::pair<std::string, std::string>> kMetrics = {
-      {"ppl_drop", "relative perplexity drop of the tuned model, (base_ppl - ppl) / base_ppl (needs --baseline)"},
+      {"ppl_drop",
+       "relative perplexity drop of the tuned model, (base_ppl - ppl) / base_ppl (needs --baseline)"},
       {"ppl", "perplexity of the evaluated model (base + adapter with --adapter, else the base)"},
       {"base_ppl", "perplexity of the base model (with --adapter: needs --baseline)"},
       {"loss", "mean token loss of the evaluated model"},
@@ -98,7 +99,8 @@ std::vector<Gate> parse_gates(const std::vector<std::string>& specs) {
         }
       }
       if (pos == std::string::npos)
-        throw UsageError("--gate " + expr + " has no comparison (write metric>=value; operators: >=, >, <=, <, ==)");
+        throw UsageError("--gate " + expr +
+                         " has no comparison (write metric>=value; operators: >=, >, <=, <, ==)");
       g.metric = util::trim(expr.substr(0, pos));
       const std::string number = util::trim(expr.substr(pos + len));
       char* end = nullptr;
@@ -131,7 +133,8 @@ std::map<std::string, double> gate_values(const nlohmann::json& report) {
     put(out, "base_loss", report, {"perplexity.base.loss"});
   }
   if (has_base && has_tuned)
-    if (const auto* rc = find_number(report, "perplexity.relative_change")) out["ppl_drop"] = -rc->get<double>();
+    if (const auto* rc = find_number(report, "perplexity.relative_change"))
+      out["ppl_drop"] = -rc->get<double>();
   if (find_number(report, "accuracy.n") && report["accuracy"]["n"].get<double>() > 0) {
     put(out, "exact_match", report, {"accuracy.exact_match"});
     put(out, "normalized_match", report, {"accuracy.normalized_match"});
@@ -157,14 +160,16 @@ void require_available(const std::vector<Gate>& gates, const std::vector<std::st
     bool found = false;
     for (const auto& a : available) found = found || a == g.metric;
     if (!found)
-      throw UsageError("--gate " + g.expr + ": this run does not compute " + g.metric +
-                       (available.empty() ? std::string(" (it computes no gate metric)")
-                                          : " (it computes " + util::join(available, ", ") + ")") +
-                       (g.metric == "ppl_drop" || g.metric == "base_ppl" ? "; add --baseline with --adapter" : ""));
+      throw UsageError(
+          "--gate " + g.expr + ": this run does not compute " + g.metric +
+          (available.empty() ? std::string(" (it computes no gate metric)")
+                             : " (it computes " + util::join(available, ", ") + ")") +
+          (g.metric == "ppl_drop" || g.metric == "base_ppl" ? "; add --baseline with --adapter" : ""));
   }
 }
 
-std::vector<GateResult> evaluate_gates(const std::vector<Gate>& gates, const std::map<std::string, double>& values) {
+std::vector<GateResult> evaluate_gates(const std::vector<Gate>& gates,
+                                       const std::map<std::string, double>& values) {
   std::vector<std::string> available;
   for (const auto& [k, v] : values) available.push_back(k);
   require_available(gates, available);
@@ -174,11 +179,16 @@ std::vector<GateResult> evaluate_gates(const std::vector<Gate>& gates, const std
     r.gate = g;
     r.value = values.at(g.metric);
     const double v = r.value, t = g.threshold;
-    if (g.op == ">=") r.passed = v >= t;
-    else if (g.op == ">") r.passed = v > t;
-    else if (g.op == "<=") r.passed = v <= t;
-    else if (g.op == "<") r.passed = v < t;
-    else r.passed = v == t;
+    if (g.op == ">=")
+      r.passed = v >= t;
+    else if (g.op == ">")
+      r.passed = v > t;
+    else if (g.op == "<=")
+      r.passed = v <= t;
+    else if (g.op == "<")
+      r.passed = v < t;
+    else
+      r.passed = v == t;
     if (std::isnan(v)) r.passed = false;
     out.push_back(r);
   }
@@ -187,8 +197,7 @@ std::vector<GateResult> evaluate_gates(const std::vector<Gate>& gates, const std
 
 std::string first_failure(const std::vector<GateResult>& results) {
   for (const auto& r : results)
-    if (!r.passed)
-      return "gate " + r.gate.expr + " failed: " + r.gate.metric + " = " + format_value(r.value);
+    if (!r.passed) return "gate " + r.gate.expr + " failed: " + r.gate.metric + " = " + format_value(r.value);
   return "";
 }
 

@@ -16,11 +16,14 @@
 namespace dsft::eval {
 
 int64_t resolved_stride(const WindowOptions& o) {
-  if (o.window < 2) throw UsageError("the perplexity window must be at least 2 tokens (got " + std::to_string(o.window) + ")");
+  if (o.window < 2)
+    throw UsageError("the perplexity window must be at least 2 tokens (got " + std::to_string(o.window) +
+                     ")");
   const int64_t stride = o.stride > 0 ? o.stride : std::max<int64_t>(1, o.window / 2);
   if (stride >= o.window)
     throw UsageError("--stride " + std::to_string(stride) + " must be smaller than the window (" +
-                     std::to_string(o.window) + " tokens) so that every window keeps context before its targets");
+                     std::to_string(o.window) +
+                     " tokens) so that every window keeps context before its targets");
   return stride;
 }
 
@@ -50,10 +53,13 @@ std::vector<train::Sample> sliding_windows(const train::Sample& record, const Wi
 double PerplexityResult::loss() const {
   return tokens > 0 ? loss_sum / static_cast<double>(tokens) : std::numeric_limits<double>::quiet_NaN();
 }
-double PerplexityResult::ppl() const { return std::exp(loss()); }
+double PerplexityResult::ppl() const {
+  return std::exp(loss());
+}
 
 PerplexityResult perplexity(model::CausalLMImpl& m, const std::vector<train::Sample>& records,
-                            const WindowOptions& o, int64_t batch_size, int32_t pad_id, const c10::Device& device) {
+                            const WindowOptions& o, int64_t batch_size, int32_t pad_id,
+                            const c10::Device& device) {
   PerplexityResult r;
   std::vector<train::Sample> windows;
   for (const auto& rec : records) {

@@ -90,7 +90,8 @@ double ll_by_hand(model::CausalLMImpl& lm, const text::Tokenizer& tok, const tex
   }
   std::vector<int64_t> ids(chat.ids.begin(), chat.ids.end());
   torch::NoGradGuard no_grad;
-  auto logp = torch::log_softmax(lm.forward(torch::tensor(ids, torch::kInt64).unsqueeze(0))[0].to(torch::kFloat64), -1);
+  auto logp = torch::log_softmax(
+      lm.forward(torch::tensor(ids, torch::kInt64).unsqueeze(0))[0].to(torch::kFloat64), -1);
   double sum = 0.0;
   for (size_t t = 1; t < ids.size(); ++t)
     if (chat.train_mask[t]) sum += logp[static_cast<int64_t>(t) - 1][ids[t]].item<double>();
@@ -105,23 +106,28 @@ TEST(EvalData, MultipleChoiceShapes) {
   EXPECT_EQ(item.answer, 2);
   ASSERT_EQ(item.prompt.size(), 1u);
   EXPECT_EQ(item.prompt[0]["content"], "Q?");
-  EXPECT_EQ(eval::parse_multiple_choice(ojson::parse(R"({"question": "Q?", "options": ["a", "b"], "answer": "B"})"), "f:1")
+  EXPECT_EQ(eval::parse_multiple_choice(
+                ojson::parse(R"({"question": "Q?", "options": ["a", "b"], "answer": "B"})"), "f:1")
                 .answer,
             1);
-  EXPECT_EQ(eval::parse_multiple_choice(ojson::parse(R"({"instruction": "Q?", "input": "ctx", "choices": ["x", "yes"], "answer": "yes"})"), "f:1")
-                .answer,
-            1);
+  EXPECT_EQ(
+      eval::parse_multiple_choice(
+          ojson::parse(R"({"instruction": "Q?", "input": "ctx", "choices": ["x", "yes"], "answer": "yes"})"),
+          "f:1")
+          .answer,
+      1);
   const auto m = eval::parse_multiple_choice(
-      ojson::parse(R"({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"}], "choices": ["x", "y"], "answer": "a"})"),
+      ojson::parse(
+          R"({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"}], "choices": ["x", "y"], "answer": "a"})"),
       "f:1");
   EXPECT_EQ(m.answer, 0);
   EXPECT_EQ(m.prompt.size(), 2u);
-  for (const char* bad : {R"({"question": "Q?", "choices": ["a"], "answer": 0})",
-                          R"({"question": "Q?", "choices": ["a", "b"], "answer": 2})",
-                          R"({"question": "Q?", "choices": ["a", "b"], "answer": "C"})",
-                          R"({"question": "Q?", "choices": ["a", "b"]})",
-                          R"({"choices": ["a", "b"], "answer": 0})",
-                          R"({"question": "Q?", "choices": ["a", 3], "answer": 0})"}) {
+  for (const char* bad :
+       {R"({"question": "Q?", "choices": ["a"], "answer": 0})",
+        R"({"question": "Q?", "choices": ["a", "b"], "answer": 2})",
+        R"({"question": "Q?", "choices": ["a", "b"], "answer": "C"})",
+        R"({"question": "Q?", "choices": ["a", "b"]})", R"({"choices": ["a", "b"], "answer": 0})",
+        R"({"question": "Q?", "choices": ["a", 3], "answer": 0})"}) {
     try {
       eval::parse_multiple_choice(ojson::parse(bad), "f.jsonl:7");
       ADD_FAILURE() << "accepted " << bad;
@@ -132,15 +138,16 @@ TEST(EvalData, MultipleChoiceShapes) {
 }
 
 TEST_F(AccuracyTest, DataFileIsSortedIntoPerplexityQaAndMultipleChoice) {
-  const std::string p = write("mixed.jsonl",
-                              R"({"id": "t1", "text": "plain text"})"
-                              "\n"
-                              R"({"id": "a1", "instruction": "Q1", "input": "", "output": "A1", "category": "faq"})"
-                              "\n\n"
-                              R"({"id": "m1", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})"
-                              "\n"
-                              R"({"id": "c1", "question": "Q?", "choices": ["x", "y"], "answer": 1})"
-                              "\n");
+  const std::string p = write(
+      "mixed.jsonl",
+      R"({"id": "t1", "text": "plain text"})"
+      "\n"
+      R"({"id": "a1", "instruction": "Q1", "input": "", "output": "A1", "category": "faq"})"
+      "\n\n"
+      R"({"id": "m1", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})"
+      "\n"
+      R"({"id": "c1", "question": "Q?", "choices": ["x", "y"], "answer": 1})"
+      "\n");
   const auto d = eval::read_eval_data(p);
   EXPECT_EQ(d.lm_records, 3);
   ASSERT_EQ(d.qa.size(), 2u);

@@ -2,8 +2,6 @@
 // training run evaluates with that run's window and masking; the base perplexity of the report
 // equals perplexity() over the training data path; multiple-choice records are kept out of
 // perplexity; gates are recorded in the report and a failed one is the outcome's reason.
-#include "dsft/eval/eval.h"
-
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -11,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "dsft/eval/eval.h"
 #include "dsft/eval/perplexity.h"
 #include "dsft/model/commands.h"
 #include "dsft/model/load.h"
@@ -47,7 +46,8 @@ class EvalRunTest : public ::testing::Test {
     r.seed = 3;
     r.overrides = {"vocab_size=" + std::to_string(tok->vocab_size())};
     r.write_tokenizer = [&](const std::string& d, const model::ModelConfig&) {
-      for (const auto& e : fs::directory_iterator(dir_ + "/tok")) fs::copy_file(e.path(), fs::path(d) / e.path().filename());
+      for (const auto& e : fs::directory_iterator(dir_ + "/tok"))
+        fs::copy_file(e.path(), fs::path(d) / e.path().filename());
     };
     model::run_init(r);
 
@@ -64,8 +64,9 @@ class EvalRunTest : public ::testing::Test {
     }
     fs::create_directories(dir_ + "/run");
     peft::save_adapter(*lm, lc, dir_ + "/run/adapter", dir_ + "/model");
-    train::TrainConfig cfg = train::parse_train_config(
-        "model_name_or_path: " + dir_ + "/model\ndataset: [" + faq + "]\nmax_seq_length: 24\ntrain_on_inputs: true\n");
+    train::TrainConfig cfg =
+        train::parse_train_config("model_name_or_path: " + dir_ + "/model\ndataset: [" + faq +
+                                  "]\nmax_seq_length: 24\ntrain_on_inputs: true\n");
     train::write_config(cfg, dir_ + "/run/config.yaml");
 
     // Held-out data: 6 FAQ records and one multiple-choice record.
@@ -73,7 +74,8 @@ class EvalRunTest : public ::testing::Test {
     std::ofstream out(dir_ + "/test.jsonl");
     std::string line;
     for (int i = 0; i < 6 && std::getline(in, line); ++i) out << line << "\n";
-    out << R"({"id": "mc", "question": "LX-107多少钱？", "choices": ["199元", "299元"], "answer": 0})" << "\n";
+    out << R"({"id": "mc", "question": "LX-107多少钱？", "choices": ["199元", "299元"], "answer": 0})"
+        << "\n";
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
 

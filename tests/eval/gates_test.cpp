@@ -62,7 +62,8 @@ TEST(Gates, ValuesComeFromTheReport) {
   EXPECT_DOUBLE_EQ(v.at("kappa"), 0.42);
 
   // Without an adapter the base is the evaluated model: ppl is its perplexity, no drop.
-  const auto base_only = gate_values(nlohmann::json::parse(R"({"perplexity": {"base": {"ppl": 7.0, "loss": 1.9}}})"));
+  const auto base_only =
+      gate_values(nlohmann::json::parse(R"({"perplexity": {"base": {"ppl": 7.0, "loss": 1.9}}})"));
   EXPECT_DOUBLE_EQ(base_only.at("ppl"), 7.0);
   EXPECT_EQ(base_only.count("ppl_drop"), 0u);
   EXPECT_EQ(base_only.count("win_rate"), 0u);

@@ -75,7 +75,8 @@ TEST(Perplexity, EqualsTheLossComputedByHandFromTheLogits) {
   auto lm = tiny_llama();
   torch::NoGradGuard no_grad;
   const int64_t V = lm->config().vocab_size;
-  std::vector<train::Sample> records = {make_record(17, V, 1, 5), make_record(9, V, 2, 0), make_record(30, V, 3, 12)};
+  std::vector<train::Sample> records = {make_record(17, V, 1, 5), make_record(9, V, 2, 0),
+                                        make_record(30, V, 3, 12)};
   double expected = 0.0;
   int64_t targets = 0;
   for (const auto& r : records) expected += full_sequence_loss(*lm, r, &targets);
@@ -92,7 +93,8 @@ TEST(Perplexity, EqualsTheLossComputedByHandFromTheLogits) {
 TEST(Perplexity, BatchingAndPaddingDoNotChangeTheResult) {
   auto lm = tiny_llama();
   const int64_t V = lm->config().vocab_size;
-  std::vector<train::Sample> records = {make_record(5, V, 4, 0), make_record(23, V, 5, 3), make_record(11, V, 6, 2)};
+  std::vector<train::Sample> records = {make_record(5, V, 4, 0), make_record(23, V, 5, 3),
+                                        make_record(11, V, 6, 2)};
   eval::WindowOptions wo;
   wo.window = 32;
   const auto one = eval::perplexity(*lm, records, wo, 1, 0, torch::kCPU);

@@ -43,7 +43,8 @@ TEST(Speed, FiguresAreSaneForATinyModel) {
   EXPECT_TRUE(lm->is_training());
 
   const auto j = eval::to_json(s);
-  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_ms", "peak_memory_bytes"})
+  for (const char* key :
+       {"prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_ms", "peak_memory_bytes"})
     EXPECT_TRUE(j.contains(key) && j[key].is_number()) << key;
 
   EXPECT_THROW(eval::measure_speed(*lm, prompts, 0, torch::kCPU), UsageError);

@@ -54,8 +54,8 @@ std::vector<double> option_log_likelihoods(model::CausalLMImpl& model, const tex
 // {"n", "accuracy", "per_category": {"<name>": {"n", "accuracy"}}}; `on_item` gets
 // {"id", "category", "answer", "predicted", "log_likelihoods", "correct"} per item.
 nlohmann::json score_multiple_choice(model::CausalLMImpl& model, const text::Tokenizer& tokenizer,
-                                     const text::ChatTemplate& chat_template, const std::vector<McItem>& items,
-                                     const c10::Device& device,
+                                     const text::ChatTemplate& chat_template,
+                                     const std::vector<McItem>& items, const c10::Device& device,
                                      const std::function<void(const nlohmann::json&)>& on_item = {});
 
 }  // namespace dsft::eval

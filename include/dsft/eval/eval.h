@@ -5,10 +5,9 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace dsft::eval {
 
@@ -53,9 +52,9 @@ struct EvalOptions {
 };
 
 struct EvalOutcome {
-  nlohmann::json report;      // the report.json content
-  std::string gate_failure;   // "" when every gate passed (or none was given)
-  std::string summary;        // what the CLI prints
+  nlohmann::json report;     // the report.json content
+  std::string gate_failure;  // "" when every gate passed (or none was given)
+  std::string summary;       // what the CLI prints
 };
 
 // Runs what the options ask for. Throws dsft::UsageError for inconsistent options (exit 2) and

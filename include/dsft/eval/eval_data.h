@@ -18,9 +18,9 @@ namespace dsft::eval {
 
 struct QaItem {
   std::string id;
-  std::string category;             // "" when the record has none
-  nlohmann::ordered_json prompt;    // messages up to (not including) the reference answer
-  std::string reference;            // the last assistant message / Alpaca output
+  std::string category;           // "" when the record has none
+  nlohmann::ordered_json prompt;  // messages up to (not including) the reference answer
+  std::string reference;          // the last assistant message / Alpaca output
 };
 
 struct McItem {
@@ -35,8 +35,8 @@ struct EvalData {
   std::string path;
   std::vector<QaItem> qa;
   std::vector<McItem> mc;
-  int64_t lm_records = 0;           // records that count for perplexity (all but multiple-choice)
-  std::vector<size_t> mc_lines;     // 1-based line numbers of the multiple-choice records
+  int64_t lm_records = 0;        // records that count for perplexity (all but multiple-choice)
+  std::vector<size_t> mc_lines;  // 1-based line numbers of the multiple-choice records
 };
 
 // Whether a record is multiple-choice (has a "choices" or "options" list).

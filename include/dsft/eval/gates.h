@@ -3,10 +3,9 @@
 // fails. Torch-free.
 #pragma once
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace dsft::eval {
 
@@ -39,7 +38,8 @@ std::map<std::string, double> gate_values(const nlohmann::json& report);
 void require_available(const std::vector<Gate>& gates, const std::vector<std::string>& available);
 
 // Evaluates every gate against `values`; a metric missing from `values` is a dsft::UsageError.
-std::vector<GateResult> evaluate_gates(const std::vector<Gate>& gates, const std::map<std::string, double>& values);
+std::vector<GateResult> evaluate_gates(const std::vector<Gate>& gates,
+                                       const std::map<std::string, double>& values);
 
 // "gate ppl_drop>=0.15 failed: ppl_drop = 0.0312" for the first failed gate; "" when all passed.
 std::string first_failure(const std::vector<GateResult>& results);

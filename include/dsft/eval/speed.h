@@ -5,10 +5,9 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace dsft::model {
 class CausalLMImpl;
@@ -21,7 +20,7 @@ struct SpeedResult {
   int64_t prompt_tokens = 0;  // prefilled, over all prompts
   int64_t new_tokens = 0;     // generated, over all prompts
   double prefill_tokens_per_s = 0.0;
-  double decode_tokens_per_s = 0.0;  // tokens after the first / time after the first
+  double decode_tokens_per_s = 0.0;     // tokens after the first / time after the first
   double time_to_first_token_ms = 0.0;  // mean over prompts
   int64_t peak_memory_bytes = 0;
   std::string peak_memory_source;  // "VmHWM" or "cuda device memory in use"
