@@ -190,10 +190,7 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"float32", "fp32", "bfloat16", "bf16"}));
   cmd->add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
-  cmd->callback([a, cmd] {
-    // The global --log-level decides whether the timing summary is shown.
-    if (auto* opt = cmd->get_parent() ? cmd->get_parent()->get_option_no_throw("--log-level") : nullptr; opt && opt->count())
-      util::set_log_level(util::parse_log_level(opt->as<std::string>()));
+  cmd->callback([a] {
     if (a->top_p <= 0.0) throw UsageError("--top-p must be greater than 0");
     run_generate(*a);
   });

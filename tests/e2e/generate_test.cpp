@@ -78,6 +78,9 @@ TEST_F(GenerateE2E, ChatPromptAndSamplingRun) {
   EXPECT_NE(with_log.out.find("new tokens"), std::string::npos) << with_log.out;
   auto quiet = e2e::run_dsft("--log-level warn generate " + args);
   EXPECT_EQ(quiet.out.find("new tokens"), std::string::npos) << quiet.out;
+  auto quiet_after = e2e::run_dsft("generate " + args + " --log-level error");  // after the subcommand too
+  EXPECT_EQ(quiet_after.out.find("new tokens"), std::string::npos) << quiet_after.out;
+  EXPECT_EQ(e2e::run_dsft("--log-level loud generate " + args).code, 2);
 }
 
 TEST_F(GenerateE2E, MissingModelIsAOneLineError) {

@@ -11,4 +11,6 @@ void add_tokenize_command(CLI::App& app);
 void add_ingest_command(CLI::App& app);
 void add_clean_command(CLI::App& app);
 void add_train_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+void add_export_command(CLI::App& app);
 }  // namespace dsft::cli
