@@ -1,12 +1,13 @@
 // `dsft export --model DIR [--adapter DIR] --format hf|peft|gguf -o OUT`: parses the options,
 // calls dsft::exporter::run_export and prints what was written (docs/export.md).
+#include "dsft/export/export.h"
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <memory>
 #include <string>
 
 #include "dsft/cli/commands.h"
-#include "dsft/export/export.h"
 #include "dsft/util/error.h"
 #include "dsft/util/log.h"
 #include "dsft/util/strings.h"
@@ -62,10 +63,12 @@ void add_export_command(CLI::App& app) {
   auto a = std::make_shared<ExportArgs>();
   CLI::App* cmd = app.add_subcommand(
       "export",
-      "Export a model and a LoRA adapter: hf (adapter merged, HF safetensors checkpoint), peft (the adapter with "
+      "Export a model and a LoRA adapter: hf (adapter merged, HF safetensors checkpoint), peft (the adapter "
+      "with "
       "a model card) or gguf (llama.cpp / Ollama: merged model, LoRA adapter, Modelfile).\n"
       "OUT is a new directory; it is written atomically and never replaced without --force.");
-  cmd->add_option("--model", a->model_dir, "Base model directory (config.json, *.safetensors, tokenizer)")->required();
+  cmd->add_option("--model", a->model_dir, "Base model directory (config.json, *.safetensors, tokenizer)")
+      ->required();
   cmd->add_option("--adapter", a->adapter_dir,
                   "LoRA adapter directory, or a training run directory holding adapter/ (required for peft)");
   cmd->add_option("--format", a->format, "hf, peft or gguf")
@@ -73,7 +76,8 @@ void add_export_command(CLI::App& app) {
       ->check(CLI::IsMember({"hf", "peft", "gguf"}));
   cmd->add_option("-o,--output", a->output, "Output directory (must not exist unless --force)")->required();
   cmd->add_flag("--force", a->force, "Replace an existing output directory");
-  cmd->add_option("--max-shard-size", a->max_shard_size, "hf: largest safetensors shard (e.g. 5GB, 500MB, 2GiB)")
+  cmd->add_option("--max-shard-size", a->max_shard_size,
+                  "hf: largest safetensors shard (e.g. 5GB, 500MB, 2GiB)")
       ->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "hf: dtype of the weights (auto keeps the checkpoint's)")
       ->capture_default_str()
@@ -81,7 +85,8 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--gguf-type", a->gguf_type, "gguf: weight encoding")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
-  cmd->add_flag("--lora-only", a->lora_only, "gguf: write only <name>-lora.gguf (the adapter), no merged model");
+  cmd->add_flag("--lora-only", a->lora_only,
+                "gguf: write only <name>-lora.gguf (the adapter), no merged model");
   cmd->add_option("--name", a->name, "gguf: file name stem (default: the output directory's name)");
   cmd->callback([a, cmd] {
     if (auto* opt = cmd->get_parent() ? cmd->get_parent()->get_option_no_throw("--log-level") : nullptr;

@@ -37,9 +37,12 @@ ExportFormat parse_export_format(const std::string& name) {
 
 const char* export_format_name(ExportFormat format) {
   switch (format) {
-    case ExportFormat::hf: return "hf";
-    case ExportFormat::peft: return "peft";
-    case ExportFormat::gguf: return "gguf";
+    case ExportFormat::hf:
+      return "hf";
+    case ExportFormat::peft:
+      return "peft";
+    case ExportFormat::gguf:
+      return "gguf";
   }
   return "?";
 }
@@ -47,12 +50,13 @@ const char* export_format_name(ExportFormat format) {
 size_t parse_size(const std::string& text) {
   const std::string t = util::trim(text);
   size_t digits = 0;
-  while (digits < t.size() && (std::isdigit(static_cast<unsigned char>(t[digits])) || t[digits] == '.')) ++digits;
+  while (digits < t.size() && (std::isdigit(static_cast<unsigned char>(t[digits])) || t[digits] == '.'))
+    ++digits;
   std::string unit = util::trim(t.substr(digits));
   std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });
   const std::vector<std::pair<std::string, double>> units = {
-      {"", 1},       {"b", 1},          {"kb", 1e3},           {"mb", 1e6},          {"gb", 1e9},
-      {"tb", 1e12},  {"kib", 1024.0},   {"mib", 1048576.0},    {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
+      {"", 1},      {"b", 1},        {"kb", 1e3},        {"mb", 1e6},           {"gb", 1e9},
+      {"tb", 1e12}, {"kib", 1024.0}, {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
   double value = -1;
   if (digits > 0) {
     try {
@@ -97,7 +101,8 @@ class Staging {
     std::string old;
     if (replace && fs::exists(out_)) {
       std::string tmpl = (out_.parent_path() / ("." + out_.filename().string() + ".old-XXXXXX")).string();
-      if (!::mkdtemp(tmpl.data())) throw Error("cannot create a folder beside " + out_.string() + ": " + std::strerror(errno));
+      if (!::mkdtemp(tmpl.data()))
+        throw Error("cannot create a folder beside " + out_.string() + ": " + std::strerror(errno));
       ::rmdir(tmpl.c_str());
       if (::rename(out_.c_str(), tmpl.c_str()) != 0)
         throw Error("cannot move the existing " + out_.string() + " aside: " + std::strerror(errno));
@@ -131,16 +136,19 @@ class Staging {
 
 void check_output(const fs::path& out, bool force) {
   if (out.empty()) throw Error("no output path given (-o OUT)");
-  if (fs::exists(out) && !force) throw Error("output " + out.string() + " exists; pass --force to replace it");
+  if (fs::exists(out) && !force)
+    throw Error("output " + out.string() + " exists; pass --force to replace it");
   if (fs::exists(out) && !fs::is_directory(out))
     throw Error("output " + out.string() + " exists and is not a directory; remove it or choose another OUT");
   if (!fs::is_directory(out.parent_path()))
-    throw Error("the folder " + out.parent_path().string() + " for the output does not exist; create it first");
+    throw Error("the folder " + out.parent_path().string() +
+                " for the output does not exist; create it first");
 }
 
 // The Modelfile family of a built-in chat template ("" for formats Ollama gets no template for).
 std::string modelfile_family(const std::string& chat_template) {
-  if (util::starts_with(chat_template, "deepseek-v3") || util::starts_with(chat_template, "deepseek-r1")) return "deepseek-v3";
+  if (util::starts_with(chat_template, "deepseek-v3") || util::starts_with(chat_template, "deepseek-r1"))
+    return "deepseek-v3";
   if (chat_template == "qwen2" || chat_template == "chatml") return "chatml";
   if (chat_template == "llama3") return "llama3";
   if (chat_template == "deepseek-llm") return "deepseek-llm";
@@ -152,7 +160,8 @@ std::string eos_token_text(const std::string& model_dir, const std::string& chat
   const fs::path p = fs::path(model_dir) / "tokenizer_config.json";
   if (fs::is_regular_file(p)) {
     const auto j = nlohmann::json::parse(util::read_file(p.string()), nullptr, false);
-    const auto t = text::ChatSpecialTokens::from_tokenizer_config(j.is_object() ? j : nlohmann::json::object());
+    const auto t =
+        text::ChatSpecialTokens::from_tokenizer_config(j.is_object() ? j : nlohmann::json::object());
     if (t.eos_token) return *t.eos_token;
   }
   const auto t = text::ChatTemplate::named(chat_template).special_tokens();
@@ -212,8 +221,8 @@ void write_gguf(const detail::CheckedInputs& in, const ExportOptions& o, const s
   } catch (const Error& e) {
     std::error_code ec;
     fs::remove(lo.output_path, ec);
-    report.warnings.push_back(std::string("no ") + lora_file + " (the merged " + model_file + " has the adapter): " +
-                              e.what());
+    report.warnings.push_back(std::string("no ") + lora_file + " (the merged " + model_file +
+                              " has the adapter): " + e.what());
   }
 }
 
@@ -223,7 +232,8 @@ ExportReport run_export(const ExportOptions& o) {
   if (o.model_dir.empty()) throw UsageError("--model is required");
   if (o.format == ExportFormat::peft && o.adapter_dir.empty())
     throw UsageError("--format peft exports an adapter: give it with --adapter DIR");
-  if (o.lora_only && o.format != ExportFormat::gguf) throw UsageError("--lora-only applies to --format gguf only");
+  if (o.lora_only && o.format != ExportFormat::gguf)
+    throw UsageError("--lora-only applies to --format gguf only");
   if (o.lora_only && o.adapter_dir.empty()) throw UsageError("--lora-only needs an adapter (--adapter DIR)");
   if (o.max_shard_bytes == 0) throw UsageError("--max-shard-size must be positive");
   const fs::path out = fs::absolute(o.output).lexically_normal();
@@ -234,6 +244,14 @@ ExportReport run_export(const ExportOptions& o) {
 
   // Every check before the first byte is written.
   const std::string adapter_dir = o.adapter_dir.empty() ? "" : resolve_adapter_dir(o.adapter_dir);
+  // --force must never replace the inputs themselves.
+  for (const std::string& input : {o.model_dir, adapter_dir}) {
+    if (input.empty() || !fs::exists(input) || !fs::exists(out_dir)) continue;
+    const fs::path in_path = fs::canonical(input), out_path = fs::canonical(out_dir);
+    const auto rel = in_path.lexically_relative(out_path);
+    if (!rel.empty() && *rel.begin() != "..")
+      throw Error("output " + out_dir.string() + " holds the input " + input + "; choose another OUT");
+  }
   detail::CheckedInputs in = detail::check_inputs(o.model_dir, adapter_dir);
   if (!adapter_dir.empty()) {
     in.run_dir = find_run_dir(adapter_dir);
@@ -245,16 +263,18 @@ ExportReport run_export(const ExportOptions& o) {
     gguf_architecture(in.config.model_type);
     if (!o.lora_only) {
       if (!fs::is_regular_file(fs::path(o.model_dir) / "tokenizer.json"))
-        throw Error("model directory " + o.model_dir +
-                    " has no tokenizer.json; GGUF export needs a byte-level BPE tokenizer.json (SentencePiece "
-                    "tokenizer.model is not supported)");
+        throw Error(
+            "model directory " + o.model_dir +
+            " has no tokenizer.json; GGUF export needs a byte-level BPE tokenizer.json (SentencePiece "
+            "tokenizer.model is not supported)");
       detect_tokenizer_pre((fs::path(o.model_dir) / "tokenizer.json").string());
     }
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
       throw UsageError("--name '" + name + "' cannot name a file (no '/', not starting with '.')");
   }
   if (!o.dtype.empty() && o.dtype != "auto") {
-    static const std::vector<std::string> kDtypes = {"float32", "fp32", "bfloat16", "bf16", "float16", "fp16"};
+    static const std::vector<std::string> kDtypes = {"float32", "fp32",    "bfloat16",
+                                                     "bf16",    "float16", "fp16"};
     if (std::find(kDtypes.begin(), kDtypes.end(), o.dtype) == kDtypes.end())
       throw UsageError("--dtype '" + o.dtype + "' is not one of auto, float32, bfloat16, float16");
   }

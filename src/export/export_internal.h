@@ -20,7 +20,7 @@ struct CheckedInputs {
   std::string model_dir;
   model::ModelConfig config;
   std::shared_ptr<io::Checkpoint> checkpoint;
-  std::string adapter_dir;  // resolved; "" = none
+  std::string adapter_dir;              // resolved; "" = none
   std::string base_model_name_or_path;  // as the adapter's config says
   std::vector<std::string> adapted;     // layers with LoRA weights
   std::string run_dir;                  // the training run around the adapter; "" = unknown

@@ -51,8 +51,8 @@ bool same_base(const std::string& base, const std::string& model_dir) {
 
 std::vector<std::string> tokenizer_files(const std::string& model_dir) {
   std::vector<std::string> out;
-  for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                           "added_tokens.json", "vocab.json", "merges.txt"})
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                           "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt"})
     if (fs::is_regular_file(fs::path(model_dir) / name)) out.push_back(name);
   return out;
 }
@@ -60,9 +60,10 @@ std::vector<std::string> tokenizer_files(const std::string& model_dir) {
 void require_tokenizer(const std::string& model_dir) {
   if (!fs::is_regular_file(fs::path(model_dir) / "tokenizer.json") &&
       !fs::is_regular_file(fs::path(model_dir) / "tokenizer.model"))
-    throw Error("model directory " + model_dir +
-                " has no tokenizer (tokenizer.json or tokenizer.model); an export without one cannot be used: "
-                "copy the base model's tokenizer files there");
+    throw Error(
+        "model directory " + model_dir +
+        " has no tokenizer (tokenizer.json or tokenizer.model); an export without one cannot be used: "
+        "copy the base model's tokenizer files there");
 }
 
 CheckedInputs check_inputs(const std::string& model_dir, const std::string& adapter_dir) {
@@ -111,8 +112,8 @@ HfWriteResult write_hf(const CheckedInputs& in, const HfWriteOptions& options, c
     const io::TensorView* b = nullptr;
     double scale = 0.0;
   };
-  std::map<std::string, Pair> merge;                       // "<path>.weight" -> factors
-  std::map<std::string, const io::TensorView*> replace;    // checkpoint key -> saved tensor
+  std::map<std::string, Pair> merge;                     // "<path>.weight" -> factors
+  std::map<std::string, const io::TensorView*> replace;  // checkpoint key -> saved tensor
   if (!in.adapter_dir.empty()) {
     adapter = io::SafetensorsFile::open(in.adapter_dir + "/adapter_model.safetensors");
     lora = peft::read_adapter_config(in.adapter_dir).config;
@@ -133,7 +134,8 @@ HfWriteResult write_hf(const CheckedInputs& in, const HfWriteOptions& options, c
                     " does not hold (tied embeddings?); export the adapter with --format peft instead");
     for (const auto& [key, v] : replace)
       if (!ckpt.contains(key))
-        throw Error("the adapter saves " + key + " in full, which the checkpoint " + in.model_dir + " does not hold");
+        throw Error("the adapter saves " + key + " in full, which the checkpoint " + in.model_dir +
+                    " does not hold");
   }
 
   // Every output tensor: name, dtype, shape, and how its bytes are made.
@@ -149,7 +151,8 @@ HfWriteResult write_hf(const CheckedInputs& in, const HfWriteOptions& options, c
     const io::TensorView& v = ckpt.at(name);
     io::DType d = v.dtype;
     // The router's correction bias stays fp32 as DeepSeek publishes it.
-    if (cast && is_float(d) && !util::ends_with(name, "e_score_correction_bias")) d = model::to_io_dtype(*cast);
+    if (cast && is_float(d) && !util::ends_with(name, "e_score_correction_bias"))
+      d = model::to_io_dtype(*cast);
     const size_t nbytes = static_cast<size_t>(v.numel()) * io::dtype_size(d);
     items.push_back({name, d, v.shape, nbytes});
     if (is_float(d)) bytes_by_dtype[io::dtype_name(d)] += nbytes;
@@ -160,7 +163,8 @@ HfWriteResult write_hf(const CheckedInputs& in, const HfWriteOptions& options, c
   std::vector<std::vector<size_t>> shards(1);
   size_t shard_bytes = 0, total = 0;
   for (size_t i = 0; i < items.size(); ++i) {
-    if (options.max_shard_bytes > 0 && !shards.back().empty() && shard_bytes + items[i].nbytes > options.max_shard_bytes) {
+    if (options.max_shard_bytes > 0 && !shards.back().empty() &&
+        shard_bytes + items[i].nbytes > options.max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
     }
@@ -183,7 +187,8 @@ HfWriteResult write_hf(const CheckedInputs& in, const HfWriteOptions& options, c
     for (size_t i : shards[s]) {
       const Item& item = items[i];
       const io::TensorView& v = ckpt.at(item.name);
-      const torch::Dtype out_dtype = is_float(item.dtype) ? model::to_torch_dtype(item.dtype) : torch::kFloat32;
+      const torch::Dtype out_dtype =
+          is_float(item.dtype) ? model::to_torch_dtype(item.dtype) : torch::kFloat32;
       const void* data = v.data;
       if (auto m = merge.find(item.name); m != merge.end()) {
         const torch::Tensor w = model::tensor_from_view(v).to(torch::kFloat32);
@@ -216,7 +221,9 @@ HfWriteResult write_hf(const CheckedInputs& in, const HfWriteOptions& options, c
   size_t most = 0;
   for (const auto& [name, n] : bytes_by_dtype)
     if (n > most) most = n, dominant = name;
-  const std::string hf_dtype = dominant.empty() ? "float32" : model::torch_dtype_name(model::to_torch_dtype(io::parse_dtype(dominant)));
+  const std::string hf_dtype =
+      dominant.empty() ? "float32"
+                       : model::torch_dtype_name(model::to_torch_dtype(io::parse_dtype(dominant)));
   result.dtype = bytes_by_dtype.size() > 1 ? "mixed (mostly " + hf_dtype + ")" : hf_dtype;
 
   // config.json as published (unknown keys, architectures and auto_map kept), dtype updated.
@@ -230,7 +237,8 @@ HfWriteResult write_hf(const CheckedInputs& in, const HfWriteOptions& options, c
   if (config.contains("quantization_config")) {
     // FP8 block-scaled weights are read dequantised; written back they are plain tensors.
     config.erase("quantization_config");
-    result.warnings.push_back("the FP8 weights of " + in.model_dir + " are written dequantised as " + hf_dtype);
+    result.warnings.push_back("the FP8 weights of " + in.model_dir + " are written dequantised as " +
+                              hf_dtype);
   }
   util::write_file_atomic(dir + "/config.json", config.dump(2) + "\n");
 

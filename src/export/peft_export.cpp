@@ -28,12 +28,13 @@ using nlohmann::ordered_json;
 
 std::string resolve_adapter_dir(const std::string& path) {
   if (!fs::exists(path)) throw Error("adapter directory " + path + " does not exist");
-  if (!fs::is_directory(path)) throw Error("adapter path " + path + " is not a directory (expected adapter_config.json inside)");
+  if (!fs::is_directory(path))
+    throw Error("adapter path " + path + " is not a directory (expected adapter_config.json inside)");
   if (fs::is_regular_file(fs::path(path) / "adapter_config.json")) return path;
   const fs::path nested = fs::path(path) / "adapter";
   if (fs::is_regular_file(nested / "adapter_config.json")) return nested.string();
-  throw Error("no adapter_config.json in " + path +
-              " (nor in " + nested.string() + "): give the adapter directory a training run wrote");
+  throw Error("no adapter_config.json in " + path + " (nor in " + nested.string() +
+              "): give the adapter directory a training run wrote");
 }
 
 std::string find_run_dir(const std::string& adapter_dir) {
@@ -78,7 +79,7 @@ FinalMetrics read_metrics(const std::string& path, std::optional<int64_t> max_st
       m.eval_loss = j["eval_loss"].get<double>();
       m.eval_step = step;
       m.eval_ppl = j.contains("eval_ppl") && j["eval_ppl"].is_number() ? j["eval_ppl"].get<double>()
-                                                                        : std::exp(*m.eval_loss);
+                                                                       : std::exp(*m.eval_loss);
     }
   }
   return m;
@@ -150,12 +151,13 @@ std::string render_model_card(const std::string& adapter_dir, const std::string&
   if (!info.base_model_name_or_path.empty() && info.base_model_name_or_path != base_model)
     md += "- Trained on: `" + info.base_model_name_or_path + "`\n";
   md += "\n## Adapter\n\n";
-  md += "- Rank r: " + std::to_string(c.r) + ", lora_alpha: " + fmt_g(c.lora_alpha) +
-        ", scale: " + fmt_g(c.use_rslora ? c.lora_alpha / std::sqrt(static_cast<double>(c.r)) : c.lora_alpha / c.r) +
+  md += "- Rank r: " + std::to_string(c.r) + ", lora_alpha: " + fmt_g(c.lora_alpha) + ", scale: " +
+        fmt_g(c.use_rslora ? c.lora_alpha / std::sqrt(static_cast<double>(c.r)) : c.lora_alpha / c.r) +
         (c.use_rslora ? " (rsLoRA)" : "") + "\n";
   md += "- lora_dropout: " + fmt_g(c.lora_dropout) + ", bias: " + c.bias + "\n";
   md += "- Target modules: " +
-        (c.target_modules_regex.empty() ? list_or_unknown(c.target_modules) : "`" + c.target_modules_regex + "` (regex)") +
+        (c.target_modules_regex.empty() ? list_or_unknown(c.target_modules)
+                                        : "`" + c.target_modules_regex + "` (regex)") +
         "\n";
   if (!c.modules_to_save.empty()) md += "- Trained in full: " + list_or_unknown(c.modules_to_save) + "\n";
 
@@ -168,16 +170,17 @@ std::string render_model_card(const std::string& adapter_dir, const std::string&
     md += "- Datasets: " + list_or_unknown(tc->train_files()) + "\n";
     md += "- Validation: " +
           (!tc->validation_file.empty() ? "`" + tc->validation_file + "`"
-           : tc->val_size > 0          ? fmt_g(tc->val_size * 100) + "% of the training records held out"
+           : tc->val_size > 0           ? fmt_g(tc->val_size * 100) + "% of the training records held out"
                                         : std::string("none")) +
           "\n";
     if (!tc->mix_dataset.empty())
       md += "- Mixed in: `" + tc->mix_dataset + "` (" + fmt_g(tc->mix_ratio * 100) + "% of samples)\n";
-    md += "- Chat template: " + (tc->chat_template.empty() || tc->chat_template == "auto"
-                                      ? std::string("the base model's own")
-                                      : "`" + tc->chat_template + "`") +
+    md += "- Chat template: " +
+          (tc->chat_template.empty() || tc->chat_template == "auto" ? std::string("the base model's own")
+                                                                    : "`" + tc->chat_template + "`") +
           "\n";
-    md += "- Loss on: " + std::string(tc->train_on_inputs ? "whole sequences" : "responses only (prompts masked)") + "\n";
+    md += "- Loss on: " +
+          std::string(tc->train_on_inputs ? "whole sequences" : "responses only (prompts masked)") + "\n";
   }
 
   md += "\n## Hyper-parameters\n\n";
@@ -203,7 +206,9 @@ std::string render_model_card(const std::string& adapter_dir, const std::string&
 
   md += "\n## Metrics\n\n";
   if (!metrics) {
-    md += "- Steps: unknown\n- Final training loss: unknown\n- Final eval loss: unknown\n- Final eval perplexity: unknown\n";
+    md +=
+        "- Steps: unknown\n- Final training loss: unknown\n- Final eval loss: unknown\n- Final eval "
+        "perplexity: unknown\n";
   } else {
     md += "- Steps: " + (metrics->step ? std::to_string(*metrics->step) : std::string("unknown")) +
           (metrics->epoch ? " (epoch " + fmt(metrics->epoch, "%.2f") + ")" : "") + "\n";

@@ -26,7 +26,9 @@ namespace {
 
 const std::string kSource = DSFT_SOURCE_DIR;
 
-std::string q(const std::string& s) { return "'" + s + "'"; }
+std::string q(const std::string& s) {
+  return "'" + s + "'";
+}
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -54,8 +56,9 @@ class ExportE2E : public ::testing::Test {
     ASSERT_EQ(r.code, 0) << r.out;
     dsft::exporter::test::write_synthetic_tokenizer(model_, 512, 1, 2);
     run_ = root_ + "/run";
-    r = e2e::run_dsft("train --config " + q(kSource + "/configs/tiny.yaml") + " model_name_or_path=" + q(model_) +
-                      " output_dir=" + q(run_) + " dataset=" + q("[" + kSource + "/data/sample/faq_alpaca.jsonl]") +
+    r = e2e::run_dsft("train --config " + q(kSource + "/configs/tiny.yaml") +
+                      " model_name_or_path=" + q(model_) + " output_dir=" + q(run_) +
+                      " dataset=" + q("[" + kSource + "/data/sample/faq_alpaca.jsonl]") +
                       " max_steps=6 save_steps=0 eval_steps=3 learning_rate=2.0e-2 chat_template=chatml");
     ASSERT_EQ(r.code, 0) << r.out;
   }
@@ -69,18 +72,20 @@ const char* kPrompt = "what is the return policy";
 
 TEST_F(ExportE2E, HfMergedCheckpointGeneratesLikeBasePlusAdapter) {
   const std::string out = root_ + "/hf";
-  auto r = e2e::run_dsft("export --model " + q(model_) + " --adapter " + q(run_) + " --format hf -o " + q(out) +
-                         " --max-shard-size 200KB");
+  auto r = e2e::run_dsft("export --model " + q(model_) + " --adapter " + q(run_) + " --format hf -o " +
+                         q(out) + " --max-shard-size 200KB");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("adapter merged into 14 layers"), std::string::npos) << r.out;
   ASSERT_TRUE(fs::exists(out + "/model.safetensors.index.json"));
-  EXPECT_TRUE(fs::exists(out + "/model-00001-of-00003.safetensors") || fs::exists(out + "/model-00001-of-00004.safetensors"));
+  EXPECT_TRUE(fs::exists(out + "/model-00001-of-00003.safetensors") ||
+              fs::exists(out + "/model-00001-of-00004.safetensors"));
   const json tc = json::parse(slurp(out + "/tokenizer_config.json"));
   EXPECT_NE(tc["chat_template"].get<std::string>().find("<|im_start|>"), std::string::npos);
 
   const std::string gen = " --prompt " + q(kPrompt) + " --max-new-tokens 24";
   const auto merged = run_stdout("generate --model " + q(out) + gen);
-  const auto adapted = run_stdout("generate --model " + q(model_) + " --adapter " + q(run_ + "/adapter") + gen);
+  const auto adapted =
+      run_stdout("generate --model " + q(model_) + " --adapter " + q(run_ + "/adapter") + gen);
   ASSERT_EQ(merged.code, 0) << merged.out;
   ASSERT_EQ(adapted.code, 0) << adapted.out;
   EXPECT_EQ(merged.out, adapted.out);
@@ -89,7 +94,8 @@ TEST_F(ExportE2E, HfMergedCheckpointGeneratesLikeBasePlusAdapter) {
 
 TEST_F(ExportE2E, PeftAdapterWithModelCard) {
   const std::string out = root_ + "/peft";
-  auto r = e2e::run_dsft("export --model " + q(model_) + " --adapter " + q(run_ + "/adapter") + " --format peft -o " + q(out));
+  auto r = e2e::run_dsft("export --model " + q(model_) + " --adapter " + q(run_ + "/adapter") +
+                         " --format peft -o " + q(out));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(slurp(out + "/adapter_model.safetensors"), slurp(run_ + "/adapter/adapter_model.safetensors"));
   const std::string card = slurp(out + "/README.md");
@@ -101,9 +107,11 @@ TEST_F(ExportE2E, PeftAdapterWithModelCard) {
 
 TEST_F(ExportE2E, GgufModelAdapterAndModelfileMatchDsftGenerate) {
   const std::string out = root_ + "/tiny-ft";
-  auto r = e2e::run_dsft("export --model " + q(model_) + " --adapter " + q(run_) + " --format gguf --gguf-type f32 -o " + q(out));
+  auto r = e2e::run_dsft("export --model " + q(model_) + " --adapter " + q(run_) +
+                         " --format gguf --gguf-type f32 -o " + q(out));
   ASSERT_EQ(r.code, 0) << r.out;
-  for (const char* f : {"tiny-ft.gguf", "tiny-ft-lora.gguf", "Modelfile"}) EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  for (const char* f : {"tiny-ft.gguf", "tiny-ft-lora.gguf", "Modelfile"})
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
   const std::string modelfile = slurp(out + "/Modelfile");
   EXPECT_NE(modelfile.find("FROM ./tiny-ft.gguf"), std::string::npos) << modelfile;
   EXPECT_NE(modelfile.find("<|im_start|>"), std::string::npos) << modelfile;
@@ -117,7 +125,9 @@ TEST_F(ExportE2E, GgufModelAdapterAndModelfileMatchDsftGenerate) {
   const std::vector<int64_t> ids(ids32.begin(), ids32.end());
   dsft::exporter::test::TempDir tmp;
   const json res = dsft::exporter::test::run_llama_cpp(
-      prefix, tmp, {{"model", out + "/tiny-ft.gguf"}, {"ops", json::array({{{"op", "greedy"}, {"tokens", ids}, {"n", 24}}})}});
+      prefix, tmp,
+      {{"model", out + "/tiny-ft.gguf"},
+       {"ops", json::array({{{"op", "greedy"}, {"tokens", ids}, {"n", 24}}})}});
   // Compared up to the first near-tie (top-2 logits closer than llama.cpp's kernels can be
   // trusted to order) or eos, which ends dsft's generation too.
   const json& tokens = res.at(0).at("tokens");
@@ -156,7 +166,10 @@ TEST_F(ExportE2E, BadInputsExitWithOneLineAndWriteNothing) {
 
   // An adapter for another base model.
   const std::string other = root_ + "/other";
-  ASSERT_EQ(e2e::run_dsft("init --arch llama --preset tiny --dtype float32 --set hidden_size=32 -o " + q(other)).code, 0);
+  ASSERT_EQ(
+      e2e::run_dsft("init --arch llama --preset tiny --dtype float32 --set hidden_size=32 -o " + q(other))
+          .code,
+      0);
   dsft::exporter::test::write_synthetic_tokenizer(other, 512, 1, 2);
   r = run_stderr("export --model " + q(other) + " --adapter " + q(run_) + " --format hf -o " + q(out));
   EXPECT_EQ(r.code, 1) << r.out;

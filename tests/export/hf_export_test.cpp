@@ -57,11 +57,12 @@ TEST(HfExport, LlamaMergedLogitsEqualBasePlusAdapterAndReload) {
 TEST(HfExport, DeepseekV2AdapterOnMlaAndExpertsMergesExactly) {
   TempDir tmp;
   const std::string model = make_model(tmp, "base", "deepseek_v2");
-  const auto adapted = make_adapter(model, tmp.path("adapter"),
-                                    {"q_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj", "up_proj",
-                                     "down_proj"});
+  const auto adapted = make_adapter(
+      model, tmp.path("adapter"),
+      {"q_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj", "up_proj", "down_proj"});
   auto has = [&](const std::string& part) {
-    return std::any_of(adapted.begin(), adapted.end(), [&](const std::string& p) { return p.find(part) != std::string::npos; });
+    return std::any_of(adapted.begin(), adapted.end(),
+                       [&](const std::string& p) { return p.find(part) != std::string::npos; });
   };
   ASSERT_TRUE(has("self_attn.kv_b_proj"));
   ASSERT_TRUE(has("mlp.experts.3.up_proj"));
@@ -138,7 +139,8 @@ TEST(HfExport, Bf16CheckpointIsMergedInFp32AndCastBack) {
   const torch::Tensor w = model::tensor_from_view(base.at(key + ".weight")).to(torch::kFloat32);
   const torch::Tensor a = model::tensor_from_view(adapter->at("base_model.model." + key + ".lora_A.weight"));
   const torch::Tensor b = model::tensor_from_view(adapter->at("base_model.model." + key + ".lora_B.weight"));
-  const torch::Tensor expected = (w + torch::mm(b.to(torch::kFloat32), a.to(torch::kFloat32)) * 2.0).to(torch::kBFloat16);
+  const torch::Tensor expected =
+      (w + torch::mm(b.to(torch::kFloat32), a.to(torch::kFloat32)) * 2.0).to(torch::kBFloat16);
   EXPECT_TRUE(torch::equal(model::tensor_from_view(out.at(key + ".weight")), expected));
 
   // --dtype float32 casts everything.
@@ -158,10 +160,12 @@ TEST(HfExport, PlainConversionWithoutAdapterAndRunChatTemplate) {
   // A training run (config.yaml naming a template, metrics.jsonl) around the adapter.
   fs::create_directories(tmp.path("run"));
   make_adapter(model, tmp.path("run/adapter"), {"v_proj"});
-  train::TrainConfig tc = train::parse_train_config("model_name_or_path: " + model + "\ndataset: [data/train.jsonl]\nchat_template: llama3\n");
+  train::TrainConfig tc = train::parse_train_config("model_name_or_path: " + model +
+                                                    "\ndataset: [data/train.jsonl]\nchat_template: llama3\n");
   train::write_config(tc, tmp.path("run/config.yaml"));
   write_text(tmp.path("run/metrics.jsonl"), "{\"step\":1,\"loss\":2.5}\n");
-  const ExportReport r = run_export(hf_options(model, tmp.path("run"), tmp.path("out")));  // the run dir resolves
+  const ExportReport r =
+      run_export(hf_options(model, tmp.path("run"), tmp.path("out")));  // the run dir resolves
   EXPECT_EQ(r.merged_layers, 2);
   const json tc_out = read_json_file(tmp.path("out") + "/tokenizer_config.json");
   EXPECT_EQ(tc_out["chat_template"], text::ChatTemplate::builtin_source("llama3"));
@@ -175,7 +179,8 @@ TEST(HfExport, OutputIsPrivateAndNeverOverwrittenWithoutForce) {
   ExportOptions o = hf_options(model, tmp.path("adapter"), tmp.path("out"));
   run_export(o);
   EXPECT_EQ(mode_of(tmp.path("out")), 0700u);
-  for (const auto& e : fs::directory_iterator(tmp.path("out"))) EXPECT_EQ(mode_of(e.path().string()), 0600u) << e.path();
+  for (const auto& e : fs::directory_iterator(tmp.path("out")))
+    EXPECT_EQ(mode_of(e.path().string()), 0600u) << e.path();
   EXPECT_TRUE(entries_starting(tmp.dir(), ".out").empty());
 
   write_text(tmp.path("out") + "/marker", "x");
@@ -210,7 +215,9 @@ std::string export_error(const ExportOptions& o) {
     run_export(o);
   } catch (const Error& e) {
     EXPECT_FALSE(fs::exists(o.output)) << "written despite: " << e.what();
-    EXPECT_TRUE(entries_starting(fs::path(o.output).parent_path().string(), "." + fs::path(o.output).filename().string()).empty());
+    EXPECT_TRUE(entries_starting(fs::path(o.output).parent_path().string(),
+                                 "." + fs::path(o.output).filename().string())
+                    .empty());
     return e.what();
   }
   return "";
@@ -250,6 +257,14 @@ TEST(HfExport, BadInputsAreRefusedBeforeAnythingIsWritten) {
   EXPECT_NE(e.find("does not exist"), std::string::npos) << e;
   e = export_error(hf_options(tmp.path("nowhere"), "", tmp.path("out")));
   EXPECT_NE(e.find("does not exist"), std::string::npos) << e;
+
+  // --force never replaces an input.
+  ExportOptions onto_input = hf_options(model, tmp.path("adapter"), model);
+  onto_input.force = true;
+  EXPECT_THROW(run_export(onto_input), Error);
+  EXPECT_TRUE(fs::exists(model + "/config.json"));
+  onto_input.output = tmp.dir();
+  EXPECT_THROW(run_export(onto_input), Error);
 
   // Missing parent folder of OUT.
   e = export_error(hf_options(model, "", tmp.path("no/such/out")));

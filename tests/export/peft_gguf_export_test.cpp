@@ -13,7 +13,8 @@
 namespace dsft::exporter::test {
 namespace {
 
-ExportOptions options(ExportFormat format, const std::string& model, const std::string& adapter, const std::string& out) {
+ExportOptions options(ExportFormat format, const std::string& model, const std::string& adapter,
+                      const std::string& out) {
   ExportOptions o;
   o.model_dir = model;
   o.adapter_dir = adapter;
@@ -28,15 +29,18 @@ TEST(PeftExport, AdapterFilesAndModelCardFromTheRun) {
   fs::create_directories(tmp.path("run"));
   make_adapter(model, tmp.path("run/adapter"), {"q_proj", "v_proj"});
   train::TrainConfig tc = train::parse_train_config(
-      "model_name_or_path: " + model + "\ndataset: [data/faq.jsonl]\nval_size: 0.1\nlearning_rate: 3.0e-4\nmax_steps: 20\n");
+      "model_name_or_path: " + model +
+      "\ndataset: [data/faq.jsonl]\nval_size: 0.1\nlearning_rate: 3.0e-4\nmax_steps: 20\n");
   train::write_config(tc, tmp.path("run/config.yaml"));
   write_text(tmp.path("run/metrics.jsonl"),
              "{\"step\":10,\"epoch\":0.5,\"loss\":3.25}\n"
              "{\"step\":10,\"epoch\":0.5,\"eval_loss\":3.5,\"eval_ppl\":33.115}\n"
              "{\"step\":20,\"epoch\":1.0,\"loss\":2.125}\n"
              "{\"step\":20,\"epoch\":1.0,\"eval_loss\":2.75,\"eval_ppl\":15.643}\n");
-  const ExportReport r = run_export(options(ExportFormat::peft, model, tmp.path("run/adapter"), tmp.path("out")));
-  EXPECT_EQ(r.files, (std::vector<std::string>{"README.md", "adapter_config.json", "adapter_model.safetensors"}));
+  const ExportReport r =
+      run_export(options(ExportFormat::peft, model, tmp.path("run/adapter"), tmp.path("out")));
+  EXPECT_EQ(r.files,
+            (std::vector<std::string>{"README.md", "adapter_config.json", "adapter_model.safetensors"}));
   EXPECT_EQ(util::read_file(tmp.path("out/adapter_model.safetensors")),
             util::read_file(tmp.path("run/adapter/adapter_model.safetensors")));
   // It is still an adapter of this model.
@@ -44,10 +48,11 @@ TEST(PeftExport, AdapterFilesAndModelCardFromTheRun) {
   EXPECT_EQ(mode_of(tmp.path("out/README.md")), 0600u);
 
   const std::string card = util::read_file(tmp.path("out/README.md"));
-  for (const std::string& s : {std::string("base_model: \"") + model + "\"", std::string("`data/faq.jsonl`"),
-                               std::string("10% of the training records held out"), std::string("| learning_rate | 0.0003 |"),
-                               std::string("Final training loss: 2.1250"), std::string("Final eval loss: 2.7500 (step 20)"),
-                               std::string("Final eval perplexity: 15.643"), std::string("Rank r: 4")})
+  for (const std::string& s :
+       {std::string("base_model: \"") + model + "\"", std::string("`data/faq.jsonl`"),
+        std::string("10% of the training records held out"), std::string("| learning_rate | 0.0003 |"),
+        std::string("Final training loss: 2.1250"), std::string("Final eval loss: 2.7500 (step 20)"),
+        std::string("Final eval perplexity: 15.643"), std::string("Rank r: 4")})
     EXPECT_NE(card.find(s), std::string::npos) << s << "\n---\n" << card;
   EXPECT_EQ(card.find("unknown"), std::string::npos) << card;
 }

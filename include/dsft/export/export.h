@@ -31,12 +31,13 @@ struct ExportOptions {
   std::string model_dir;    // HF-format base model: config.json, *.safetensors, tokenizer
   std::string adapter_dir;  // PEFT adapter, or a training run directory holding adapter/; "" = none
   ExportFormat format = ExportFormat::hf;
-  std::string output;       // OUT: the directory to create
-  bool force = false;       // replace an existing OUT
+  std::string output;  // OUT: the directory to create
+  bool force = false;  // replace an existing OUT
 
   // hf
   size_t max_shard_bytes = kDefaultMaxShardBytes;
-  std::string dtype;  // "" / "auto": each tensor keeps the checkpoint's dtype; else float32 | bfloat16 | float16
+  std::string
+      dtype;  // "" / "auto": each tensor keeps the checkpoint's dtype; else float32 | bfloat16 | float16
 
   // gguf
   GgufOutType gguf_type = GgufOutType::f16;
@@ -45,13 +46,13 @@ struct ExportOptions {
 };
 
 struct ExportReport {
-  std::string output;               // OUT
-  std::vector<std::string> files;   // written, relative to OUT, sorted
-  size_t bytes = 0;                 // total size of the files
+  std::string output;              // OUT
+  std::vector<std::string> files;  // written, relative to OUT, sorted
+  size_t bytes = 0;                // total size of the files
   std::vector<std::string> warnings;
-  int64_t merged_layers = 0;        // layers whose adapter went into the weights (hf, gguf)
-  size_t shards = 0;                // hf: safetensors files
-  std::string dtype;                // hf: dtype of the weights ("bfloat16", or "mixed")
+  int64_t merged_layers = 0;  // layers whose adapter went into the weights (hf, gguf)
+  size_t shards = 0;          // hf: safetensors files
+  std::string dtype;          // hf: dtype of the weights ("bfloat16", or "mixed")
 };
 
 // Checks everything, builds OUT atomically and reports what it wrote. Throws dsft::Error (nothing
