@@ -22,6 +22,7 @@
 #include "dsft/eval/perplexity.h"
 #include "dsft/eval/report.h"
 #include "dsft/eval/speed.h"
+#include "dsft/model/config.h"
 #include "dsft/model/load.h"
 #include "dsft/peft/adapter_io.h"
 #include "dsft/peft/inject.h"
@@ -318,6 +319,16 @@ EvalOutcome run_eval(const EvalOptions& o) {
     if (rating) available.insert(available.end(), {"win_rate", "tie_rate", "loss_rate", "kappa"});
     require_available(gates, available);
   }
+  // The perplexity window (the run's max_seq_length unless given, at most the model's positions),
+  // checked against --stride before anything loads.
+  WindowOptions wo;
+  if (lm) {
+    wo.window = o.max_seq_length > 0 ? o.max_seq_length : run.config ? run.config->max_seq_length : 2048;
+    const int64_t max_pos = model::load_config(o.model_dir).max_position_embeddings;
+    if (max_pos > 0) wo.window = std::min(wo.window, max_pos);
+    wo.stride = o.stride;
+    resolved_stride(wo);
+  }
 
   std::vector<nlohmann::json> prediction_rows;
   if (modelling) {
@@ -364,14 +375,7 @@ EvalOutcome run_eval(const EvalOptions& o) {
 
     // ---- 4. Perplexity.
     if (lm) {
-      WindowOptions wo;
-      int64_t window = o.max_seq_length > 0 ? o.max_seq_length
-                       : run.config         ? run.config->max_seq_length
-                                            : 2048;
-      if (lm_model->config().max_position_embeddings > 0)
-        window = std::min(window, lm_model->config().max_position_embeddings);
-      wo.window = window;
-      wo.stride = o.stride;
+      const int64_t window = wo.window;
       const int64_t stride = resolved_stride(wo);
       train::DatasetOptions dopt;
       dopt.max_seq_length = std::numeric_limits<int32_t>::max();  // whole records; windows do the rest

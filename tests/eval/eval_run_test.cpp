@@ -177,4 +177,8 @@ TEST_F(EvalRunTest, AnAdapterInARunUsesTheRunsWindowAndMaskingAndGatesDecide) {
   // A gate on a metric this run cannot compute is refused before the model loads.
   o.gates = {"win_rate>0.5"};
   EXPECT_THROW(eval::run_eval(o), UsageError);
+  // So is a stride that leaves a window no context (the run's window is 24 tokens).
+  o.gates.clear();
+  o.stride = 24;
+  EXPECT_THROW(eval::run_eval(o), UsageError);
 }
