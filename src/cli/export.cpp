@@ -9,7 +9,6 @@
 
 #include "dsft/cli/commands.h"
 #include "dsft/util/error.h"
-#include "dsft/util/log.h"
 #include "dsft/util/strings.h"
 
 namespace dsft::cli {
@@ -88,12 +87,7 @@ void add_export_command(CLI::App& app) {
   cmd->add_flag("--lora-only", a->lora_only,
                 "gguf: write only <name>-lora.gguf (the adapter), no merged model");
   cmd->add_option("--name", a->name, "gguf: file name stem (default: the output directory's name)");
-  cmd->callback([a, cmd] {
-    if (auto* opt = cmd->get_parent() ? cmd->get_parent()->get_option_no_throw("--log-level") : nullptr;
-        opt && opt->count())
-      util::set_log_level(util::parse_log_level(opt->as<std::string>()));
-    run(*a);
-  });
+  cmd->callback([a] { run(*a); });
 }
 
 }  // namespace dsft::cli
