@@ -6,21 +6,22 @@
 # peak RSS, the largest per-step loss difference, and model FLOPs utilisation against the measured
 # matrix-multiply peak of the machine.
 #   scripts/bench/train_vs_pytorch.sh [build-dir]        (default: build; from the project root)
-#   STEPS=16 WARMUP=3 THREADS=2 WORK=/tmp/dsft-bench-vs-torch scripts/bench/train_vs_pytorch.sh build
+#   STEPS=12 WARMUP=2 ROUNDS=2 THREADS=2 WORK=/tmp/dsft-bench-vs-torch scripts/bench/train_vs_pytorch.sh build
 # The build needs -DDSFT_BENCH=ON (dsft and dsft_bench_train_batches). Both sides run one after
 # the other with the same thread count and the same BLAS (whatever libblas.so.3 points to, and
 # OPENBLAS_CORETYPE if set in the environment). On a machine busy with other jobs use THREADS=1
 # or OMP_WAIT_POLICY=passive: OpenMP threads spinning for a preempted peer slow both sides 5-8×.
-# About 2 minutes on 2 idle cores; docs/BENCHMARKS.md has the figures.
+# About 3-4 minutes on 2 idle cores (two rounds); docs/BENCHMARKS.md has the figures.
 set -euo pipefail
 BUILD=${1:-build}
 DSFT=$BUILD/dsft
 DUMP=$BUILD/bench/dsft_bench_train_batches
 WORK=${WORK:-/tmp/dsft-bench-vs-torch}
-STEPS=${STEPS:-16}
-WARMUP=${WARMUP:-3}
+STEPS=${STEPS:-12}
+WARMUP=${WARMUP:-2}
 THREADS=${THREADS:-$(nproc)}
 PRECISIONS=${PRECISIONS:-"fp32 bf16"}
+ROUNDS=${ROUNDS:-2}
 PY=/usr/bin/python3
 for b in "$DSFT" "$DUMP"; do
   [ -x "$b" ] || { echo "no $b (configure with -DDSFT_BENCH=ON and build dsft dsft_bench_train_batches)" >&2; exit 1; }
@@ -80,27 +81,38 @@ for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
 json.dump(out, sys.stdout)
 PY
 
+# One run of a side (peer, dsft, dsft-ckpt) in precision $2, round $3: $WORK/<side>-<p>-r<round>.*
+run_side() {
+  local v=$1 p=$2 r=$3 name="$1-$2-r$3" ck=() extra=() peer=()
+  [ "$p" = bf16 ] && extra=(bf16=true) && peer=(--bf16)
+  [ "$v" = dsft-ckpt ] && ck=(gradient_checkpointing=true)
+  echo "== $v ($p, round $r)" >&2
+  if [ "$v" = peer ]; then
+    measure "$WORK/$name.rss.json" "$PY" scripts/bench/train_peer.py --model "$WORK/model" \
+      --batches "$WORK/batches" --out "$WORK/$name.jsonl" --lr "$LR" --warmup-steps "$WARMUP_STEPS" \
+      --threads "$THREADS" "${peer[@]}" > "$WORK/$name.log" 2>&1 || { tail -5 "$WORK/$name.log" >&2; exit 1; }
+  else
+    rm -rf "$WORK/$name"
+    measure "$WORK/$name.rss.json" "$DSFT" train --config configs/tiny.yaml output_dir="$WORK/$name" \
+      "${ARGS[@]}" "${extra[@]}" "${ck[@]}" > "$WORK/$name.log" 2>&1 || { tail -5 "$WORK/$name.log" >&2; exit 1; }
+    grep '"loss"' "$WORK/$name/metrics.jsonl" > "$WORK/$name.jsonl"
+  fi
+}
+
+# Rounds alternate the order (a machine whose load drifts favours neither side); the report takes
+# each side's best round for tokens/s and its largest peak RSS.
 for p in $PRECISIONS; do
-  extra=(); peer=()
-  if [ "$p" = bf16 ]; then extra=(bf16=true); peer=(--bf16); fi
-  for v in dsft dsft-ckpt; do
-    ck=(); [ "$v" = dsft-ckpt ] && ck=(gradient_checkpointing=true)
-    echo "== dsft train ($p${ck:+, gradient checkpointing})" >&2
-    rm -rf "$WORK/$v-$p"
-    measure "$WORK/$v-$p.rss.json" "$DSFT" train --config configs/tiny.yaml output_dir="$WORK/$v-$p" \
-      "${ARGS[@]}" "${extra[@]}" "${ck[@]}" > "$WORK/$v-$p.log" 2>&1 || { tail -5 "$WORK/$v-$p.log" >&2; exit 1; }
+  for ((r = 1; r <= ROUNDS; r++)); do
+    if ((r % 2)); then order="peer dsft dsft-ckpt"; else order="dsft-ckpt dsft peer"; fi
+    for v in $order; do run_side "$v" "$p" "$r"; done
   done
-  echo "== PyTorch eager loop ($p)" >&2
-  measure "$WORK/peer-$p.rss.json" "$PY" scripts/bench/train_peer.py --model "$WORK/model" \
-    --batches "$WORK/batches" --out "$WORK/peer-$p.jsonl" --lr "$LR" --warmup-steps "$WARMUP_STEPS" \
-    --threads "$THREADS" "${peer[@]}" > "$WORK/peer-$p.log" 2>&1 || { tail -5 "$WORK/peer-$p.log" >&2; exit 1; }
 done
 
-"$PY" - "$WORK" "$WARMUP" "$PRECISIONS" <<'PY'
+"$PY" - "$WORK" "$WARMUP" "$PRECISIONS" "$ROUNDS" <<'PY'
 import json, os, sys
 sys.path.insert(0, "scripts/bench")
 from train_peer import read_batches
-work, warmup, precisions = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+work, warmup, precisions, rounds = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), int(sys.argv[4])
 cfg = json.load(open(f"{work}/model/config.json"))
 meta = json.load(open(f"{work}/batches/batches.json"))
 peak = json.load(open(f"{work}/peak.json"))
@@ -138,7 +150,8 @@ def steady(tps_rows):
     return tok / sec, fl / sec
 
 print(f"model: llama-bench, {total / 1e6:.1f}M parameters ({lora / 1e6:.2f}M LoRA, r={r}); "
-      f"{meta['max_steps']} steps of {sum(steps_tokens) // len(steps_tokens)} tokens, first {warmup} not timed")
+      f"{meta['max_steps']} steps of {sum(steps_tokens) // len(steps_tokens)} tokens, first {warmup} not timed, "
+      f"best of {rounds} rounds")
 print(f"matmul peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s "
       f"(torch.mm, {os.environ.get('OMP_NUM_THREADS')} threads)")
 print()
@@ -146,12 +159,15 @@ print("| precision | side | tokens/s | peak RSS | MFU | max abs loss diff (step 
 print("| --- | --- | --- | --- | --- | --- | --- |")
 names = {"peer": "PyTorch eager", "dsft": "dsft", "dsft-ckpt": "dsft, gradient_checkpointing"}
 for p in precisions:
-    peer = [json.loads(l) for l in open(f"{work}/peer-{p}.jsonl")]
-    rows = {"peer": peer}
-    for v in ("dsft", "dsft-ckpt"):
-        rows[v] = [x for x in map(json.loads, open(f"{work}/{v}-{p}/metrics.jsonl")) if "loss" in x]
-    rss = {k: json.load(open(f"{work}/{k}-{p}.rss.json"))["maxrss_kib"] * 1024 for k in rows}
-    tps = {k: steady([x["tokens_per_s"] for x in r]) for k, r in rows.items()}
+    rows, rss, tps = {}, {}, {}
+    for k in ("peer", "dsft", "dsft-ckpt"):
+        runs = [[json.loads(l) for l in open(f"{work}/{k}-{p}-r{r}.jsonl")] for r in range(1, rounds + 1)]
+        rates = [steady([x["tokens_per_s"] for x in run]) for run in runs]
+        tps[k] = max(rates)
+        rows[k] = runs[0]
+        rss[k] = max(json.load(open(f"{work}/{k}-{p}-r{r}.rss.json"))["maxrss_kib"] * 1024
+                     for r in range(1, rounds + 1))
+    peer = rows["peer"]
     for k in ("peer", "dsft", "dsft-ckpt"):
         t, flops = tps[k]
         diff = vs = ""
@@ -162,9 +178,7 @@ for p in precisions:
         print(f"| {p} | {names[k]} | {t:,.0f} | {rss[k] / 2**20:,.0f} MiB | {100 * flops / peak[p]:.0f}% | {diff} | {vs} |")
 print()
 for p in precisions:
-    dsft = [json.loads(l) for l in open(f"{work}/dsft-{p}/metrics.jsonl")]
-    dsft = [x for x in dsft if "loss" in x]
-    peer = [json.loads(l) for l in open(f"{work}/peer-{p}.jsonl")]
-    print(f"{p} loss, dsft:  " + " ".join(f"{x['loss']:.4f}" for x in dsft))
-    print(f"{p} loss, eager: " + " ".join(f"{x['loss']:.4f}" for x in peer))
+    for k, label in (("dsft", "dsft: "), ("peer", "eager:")):
+        run = [json.loads(l) for l in open(f"{work}/{k}-{p}-r1.jsonl")]
+        print(f"{p} loss, {label} " + " ".join(f"{x['loss']:.4f}" for x in run))
 PY
