@@ -1,6 +1,7 @@
 // run(): one training run from a resolved config to an adapter (or a full model) in output_dir,
 // with checkpoints that resume exactly (weights, optimizer, schedule, loss scaler, early stopping,
 // RNG, data position) and a checkpoint on Ctrl-C / SIGTERM.
+#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -86,6 +87,21 @@ torch::Dtype compute_dtype(const TrainConfig& cfg) {
   return cfg.bf16 ? torch::kBFloat16 : cfg.fp16 ? torch::kFloat16 : torch::kFloat32;
 }
 
+// In bf16/fp16 on the CPU every large matmul goes through oneDNN on libtorch's OpenMP threads; the
+// only BLAS calls left are the small fp32 LoRA factors. OpenBLAS's own thread pool busy-waits after
+// each call, so on a machine with few cores the two pools take the cores from each other (measured
+// on 2 cores: 4-5x slower steps). One BLAS thread removes the contention; libblas.so.3 may be
+// another BLAS without this function, then nothing changes.
+void single_threaded_blas_for_low_precision(torch::Dtype dtype, const torch::Device& device) {
+  if (!device.is_cpu() || dtype == torch::kFloat32) return;
+  using SetThreads = void (*)(int);
+  if (auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(1);
+    util::log_debug("OpenBLAS limited to one thread (compute dtype " +
+                    std::string(c10::toString(dtype)) + ")");
+  }
+}
+
 void copy_tokenizer_files(const std::string& from, const std::string& to) {
   for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                            "special_tokens_map.json", "added_tokens.json"}) {
@@ -167,6 +183,7 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
   lo.dtype = dtype;
   lo.device = device;
   model::CausalLM lm = model::load_model(cfg.model_name_or_path, lo);
+  single_threaded_blas_for_low_precision(dtype, device);
   peft::LoraConfig lc = lora_config_from(cfg);
   if (cfg.finetuning_type == FinetuningType::qlora) {
     peft::Nf4Options nf4;
