@@ -80,6 +80,7 @@ namespace {
 class Staging {
  public:
   explicit Staging(const fs::path& out) : out_(out) {
+    make_parents(out.parent_path());
     std::string tmpl = (out.parent_path() / ("." + out.filename().string() + ".tmp-XXXXXX")).string();
     if (!::mkdtemp(tmpl.data()))
       throw Error("cannot create a folder beside " + out.string() + ": " + std::strerror(errno));
@@ -123,6 +124,12 @@ class Staging {
   }
 
  private:
+  static void make_parents(const fs::path& dir) {
+    if (dir.empty() || fs::exists(dir)) return;
+    make_parents(dir.parent_path());
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+      throw Error("cannot create the folder " + dir.string() + ": " + std::strerror(errno));
+  }
   static void sync_dir(const std::string& path) {
     const int fd = ::open(path.empty() ? "." : path.c_str(), O_RDONLY | O_DIRECTORY);
     if (fd >= 0) {
@@ -140,9 +147,12 @@ void check_output(const fs::path& out, bool force) {
     throw Error("output " + out.string() + " exists; pass --force to replace it");
   if (fs::exists(out) && !fs::is_directory(out))
     throw Error("output " + out.string() + " exists and is not a directory; remove it or choose another OUT");
-  if (!fs::is_directory(out.parent_path()))
-    throw Error("the folder " + out.parent_path().string() +
-                " for the output does not exist; create it first");
+  // Missing folders above OUT are created (0700) when the export is written; the nearest one
+  // that exists must be a folder.
+  fs::path above = out.parent_path();
+  while (!above.empty() && !fs::exists(above)) above = above.parent_path();
+  if (!above.empty() && !fs::is_directory(above))
+    throw Error("cannot put the output under " + above.string() + ": it is not a folder");
 }
 
 // The Modelfile family of a built-in chat template ("" for formats Ollama gets no template for).

@@ -266,9 +266,13 @@ TEST(HfExport, BadInputsAreRefusedBeforeAnythingIsWritten) {
   onto_input.output = tmp.dir();
   EXPECT_THROW(run_export(onto_input), Error);
 
-  // Missing parent folder of OUT.
-  e = export_error(hf_options(model, "", tmp.path("no/such/out")));
-  EXPECT_NE(e.find("does not exist"), std::string::npos) << e;
+  // Missing folders above OUT are made (0700); a file where a folder should be is an error.
+  run_export(hf_options(model, "", tmp.path("new/nested/out")));
+  EXPECT_TRUE(fs::exists(tmp.path("new/nested/out/config.json")));
+  EXPECT_EQ(mode_of(tmp.path("new/nested")), 0700u);
+  write_text(tmp.path("a-file"), "x");
+  e = export_error(hf_options(model, "", tmp.path("a-file/out")));
+  EXPECT_NE(e.find("not a folder"), std::string::npos) << e;
 
   // Formats and sizes.
   EXPECT_THROW(parse_export_format("onnx"), UsageError);
