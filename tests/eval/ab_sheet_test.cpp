@@ -20,15 +20,7 @@ namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(FillPromptTemplate, FillsNamedPlaceholders) {
   std::map<std::string, std::string> vars = {{"患者主诉", "头痛三天"}, {"age", "42"}};

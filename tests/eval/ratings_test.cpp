@@ -16,15 +16,7 @@ namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(FleissKappa, WikipediaWorkedExample) {
   // 10 subjects, 14 raters, 5 categories: P-bar = 0.378, P-bar_e = 0.213, kappa = 0.210.
