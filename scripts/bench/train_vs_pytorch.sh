@@ -87,8 +87,10 @@ run_side() {
   [ "$p" = bf16 ] && extra=(bf16=true) && peer=(--bf16)
   [ "$v" = dsft-ckpt ] && ck=(gradient_checkpointing=true)
   echo "== $v ($p, round $r)" >&2
-  if [ "$v" = peer ]; then
-    measure "$WORK/$name.rss.json" "$PY" scripts/bench/train_peer.py --model "$WORK/model" \
+  if [ "$v" = peer ] || [ "$v" = peer-passive ]; then
+    local wait=()
+    [ "$v" = peer-passive ] && wait=(env OMP_WAIT_POLICY=passive)
+    measure "$WORK/$name.rss.json" "${wait[@]}" "$PY" scripts/bench/train_peer.py --model "$WORK/model" \
       --batches "$WORK/batches" --out "$WORK/$name.jsonl" --lr "$LR" --warmup-steps "$WARMUP_STEPS" \
       --threads "$THREADS" "${peer[@]}" > "$WORK/$name.log" 2>&1 || { tail -5 "$WORK/$name.log" >&2; exit 1; }
   else
@@ -103,7 +105,7 @@ run_side() {
 # each side's best round for tokens/s and its largest peak RSS.
 for p in $PRECISIONS; do
   for ((r = 1; r <= ROUNDS; r++)); do
-    if ((r % 2)); then order="peer dsft dsft-ckpt"; else order="dsft-ckpt dsft peer"; fi
+    if ((r % 2)); then order="peer peer-passive dsft dsft-ckpt"; else order="dsft-ckpt dsft peer-passive peer"; fi
     for v in $order; do run_side "$v" "$p" "$r"; done
   done
 done
@@ -155,12 +157,14 @@ print(f"model: llama-bench, {total / 1e6:.1f}M parameters ({lora / 1e6:.2f}M LoR
 print(f"matmul peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s "
       f"(torch.mm, {os.environ.get('OMP_NUM_THREADS')} threads)")
 print()
-print("| precision | side | tokens/s | peak RSS | MFU | max abs loss diff (step 1) | vs eager: tokens/s, RSS |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
-names = {"peer": "PyTorch eager", "dsft": "dsft", "dsft-ckpt": "dsft, gradient_checkpointing"}
+print("| precision | side | tokens/s | peak RSS | MFU | max abs loss diff (step 1) | vs eager: tokens/s, RSS | vs eager, passive OpenMP: tokens/s, RSS |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+names = {"peer": "PyTorch eager", "peer-passive": "PyTorch eager, OMP_WAIT_POLICY=passive", "dsft": "dsft",
+         "dsft-ckpt": "dsft, gradient_checkpointing"}
+sides = ("peer", "peer-passive", "dsft", "dsft-ckpt")
 for p in precisions:
     rows, rss, tps = {}, {}, {}
-    for k in ("peer", "dsft", "dsft-ckpt"):
+    for k in sides:
         runs = [[json.loads(l) for l in open(f"{work}/{k}-{p}-r{r}.jsonl")] for r in range(1, rounds + 1)]
         rates = [steady([x["tokens_per_s"] for x in run]) for run in runs]
         tps[k] = max(rates)
@@ -168,14 +172,16 @@ for p in precisions:
         rss[k] = max(json.load(open(f"{work}/{k}-{p}-r{r}.rss.json"))["maxrss_kib"] * 1024
                      for r in range(1, rounds + 1))
     peer = rows["peer"]
-    for k in ("peer", "dsft", "dsft-ckpt"):
+    for k in sides:
         t, flops = tps[k]
-        diff = vs = ""
+        diff = vs = vs_tuned = ""
         if k != "peer":
             dl = [abs(a["loss"] - b["loss"]) for a, b in zip(rows[k], peer)]
             diff = f"{max(dl):.1e} ({dl[0]:.1e})"
             vs = f"**{t / tps['peer'][0]:.2f}×**, **{rss[k] / rss['peer']:.2f}×**"
-        print(f"| {p} | {names[k]} | {t:,.0f} | {rss[k] / 2**20:,.0f} MiB | {100 * flops / peak[p]:.0f}% | {diff} | {vs} |")
+        if k.startswith("dsft"):
+            vs_tuned = f"{t / tps['peer-passive'][0]:.2f}×, {rss[k] / rss['peer-passive']:.2f}×"
+        print(f"| {p} | {names[k]} | {t:,.0f} | {rss[k] / 2**20:,.0f} MiB | {100 * flops / peak[p]:.0f}% | {diff} | {vs} | {vs_tuned} |")
 print()
 for p in precisions:
     for k, label in (("dsft", "dsft: "), ("peer", "eager:")):

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -87,18 +88,31 @@ torch::Dtype compute_dtype(const TrainConfig& cfg) {
   return cfg.bf16 ? torch::kBFloat16 : cfg.fp16 ? torch::kFloat16 : torch::kFloat32;
 }
 
-// In bf16/fp16 on the CPU every large matmul goes through oneDNN on libtorch's OpenMP threads; the
-// only BLAS calls left are the small fp32 LoRA factors. OpenBLAS's own thread pool busy-waits after
-// each call, so on a machine with few cores the two pools take the cores from each other (measured
-// on 2 cores: 4-5x slower steps). One BLAS thread removes the contention; libblas.so.3 may be
-// another BLAS without this function, then nothing changes.
-void single_threaded_blas_for_low_precision(torch::Dtype dtype, const torch::Device& device) {
-  if (!device.is_cpu() || dtype == torch::kFloat32) return;
+// libtorch on the CPU runs two thread pools: its OpenMP pool (element-wise ops, and in bf16/fp16
+// every large matmul through oneDNN) and, for fp32 matmuls and the fp32 LoRA factors, OpenBLAS's
+// own pool. Each busy-waits after its work, so on a machine with few cores the two take the cores
+// from each other (measured on 2 cores: 2.6x slower fp32 steps, 4-5x slower bf16 steps). The pool
+// that does the heavy work keeps every core; the other gets one thread:
+//   bf16/fp16: OpenBLAS -> 1 thread (only the small LoRA factors are left to it);
+//   fp32:      libtorch's intra-op pool -> 1 thread, OpenBLAS keeps its threads for the matmuls.
+// With OMP_WAIT_POLICY=passive the OpenMP pool sleeps instead of spinning and nothing is changed;
+// libblas.so.3 may be another BLAS without openblas_set_num_threads, then nothing changes either.
+void balance_cpu_thread_pools(torch::Dtype dtype, const torch::Device& device) {
+  if (!device.is_cpu()) return;
   using SetThreads = void (*)(int);
-  if (auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+  using GetThreads = int (*)();
+  auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  auto* get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  if (!set || !get) return;
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
+  if (wait && (std::string(wait) == "passive" || std::string(wait) == "PASSIVE")) return;
+  if (dtype != torch::kFloat32) {
     set(1);
-    util::log_debug("OpenBLAS limited to one thread (compute dtype " +
-                    std::string(c10::toString(dtype)) + ")");
+    util::log_debug("OpenBLAS limited to one thread (compute dtype " + std::string(c10::toString(dtype)) + ")");
+  } else if (get() > 1 && at::get_num_threads() > 1) {
+    at::set_num_threads(1);
+    util::log_debug("fp32 matmuls on OpenBLAS's " + std::to_string(get()) +
+                    " threads; element-wise ops on one thread");
   }
 }
 
@@ -183,7 +197,7 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
   lo.dtype = dtype;
   lo.device = device;
   model::CausalLM lm = model::load_model(cfg.model_name_or_path, lo);
-  single_threaded_blas_for_low_precision(dtype, device);
+  balance_cpu_thread_pools(dtype, device);
   peft::LoraConfig lc = lora_config_from(cfg);
   if (cfg.finetuning_type == FinetuningType::qlora) {
     peft::Nf4Options nf4;
