@@ -5,6 +5,8 @@
 //    agrees with dsft's own forward;
 //  - a GGUF with a real tokenizer's metadata tokenises a mixed Chinese/English prompt exactly as
 //    dsft's tokenizer does;
+//  - models of each family made by `dsft init` (llama, qwen2, deepseek_v2 with MLA, MoE and YaRN)
+//    decode 32 greedy tokens in llama.cpp as in dsft;
 //  - a LoRA adapter exported to GGUF and applied by llama.cpp matches dsft's merged model.
 // The fixture checkpoints ship no tokenizer: their exports carry a synthetic byte-level BPE
 // vocabulary of the model's size (export_util.h); the tests feed token ids directly.
@@ -17,6 +19,7 @@
 #include "dsft/io/safetensors.h"
 #include "dsft/model/load.h"
 #include "dsft/text/tokenizer.h"
+#include "export/export_fixture.h"
 #include "export/export_util.h"
 
 namespace dsft::exporter {
@@ -150,6 +153,50 @@ std::string tiny_model_with_tokenizer(const TempDir& tmp, const std::string& tok
   io::write_safetensors(dir + "/model.safetensors", out);
   return dir;
 }
+
+// `dsft init` models of every family llama.cpp loads, f32: llama.cpp's 32 greedy tokens equal
+// dsft's, up to a near tie in dsft's own logits (after which the sequences may part).
+class LlamaCppInitModels : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LlamaCppInitModels, GreedyDecodeMatches) {
+  DSFT_REQUIRE_LLAMA_CPP(prefix);
+  TempDir tmp;
+  const std::string arch = GetParam();
+  // Wide initial weights give peaked logits, so that ties are rare and the comparison bites.
+  // llama.cpp reads q-LoRA from a deepseek2 model's depth (docs/gguf.md): give V2 its q_lora_rank.
+  std::vector<std::string> overrides = {"initializer_range=0.3"};
+  if (arch == "deepseek_v2") overrides.push_back("q_lora_rank=24");
+  const std::string dir = test::make_model(tmp, "m", arch, "float32", overrides, 7);
+  GgufExportOptions o;
+  o.model_dir = dir;
+  o.output_path = tmp.path("model.gguf");
+  o.out_type = GgufOutType::f32;
+  o.tokenizer_pre = "gpt-2";
+  export_gguf(o);
+  auto lm = model::load_model(dir);
+  lm->eval();
+
+  const std::vector<int64_t> prompt = {5, 17, 42, 99, 3, 250, 7, 64};
+  json ops = json::array({json{{"op", "greedy"}, {"tokens", prompt}, {"n", 32}}});
+  const json res = test::run_llama_cpp(prefix, tmp, {{"model", o.output_path}, {"context", 128}, {"ops", ops}});
+  std::vector<torch::Tensor> rows;
+  const auto ours = dsft_greedy(*lm, prompt, 32, &rows);
+  const auto theirs = res[0]["tokens"].get<std::vector<int64_t>>();
+  ASSERT_EQ(theirs.size(), 32u);
+  size_t agreed = 0;
+  for (; agreed < ours.size(); ++agreed) {
+    if (ours[agreed] == theirs[agreed]) continue;
+    const auto& l = rows[agreed];
+    const double gap = (l[ours[agreed]] - l[theirs[agreed]]).item<double>();
+    EXPECT_LE(gap, kTolerance * l.abs().max().item<double>())
+        << arch << ": step " << agreed << " dsft chose " << ours[agreed] << ", llama.cpp " << theirs[agreed];
+    break;
+  }
+  std::printf("[llama.cpp] dsft init %-12s greedy: %zu/32 tokens identical\n", arch.c_str(), agreed);
+  EXPECT_GE(agreed, 8u) << "too early a tie to say anything";
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, LlamaCppInitModels, ::testing::Values("llama", "qwen2", "deepseek_v2"));
 
 TEST(LlamaCppTokenizer, MixedChineseEnglishPromptTokenisesLikeDsft) {
   DSFT_REQUIRE_LLAMA_CPP(prefix);
