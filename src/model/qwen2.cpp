@@ -6,6 +6,8 @@
 
 namespace dsft::model {
 
-CausalLM build_qwen2(const ModelConfig& c, const BuildOptions& topt) { return build_llama(c, topt); }
+CausalLM build_qwen2(const ModelConfig& c, const BuildOptions& topt) {
+  return build_llama(c, topt);
+}
 
 }  // namespace dsft::model

@@ -54,7 +54,7 @@ struct Pieces {
 struct ByteLevelTable {
   uint32_t byte_to_cp[256];
   std::string byte_to_utf8[256];
-  int16_t extra_to_byte[68];  // code points 256..323 -> byte
+  int16_t extra_to_byte[68];          // code points 256..323 -> byte
   int cp_to_byte(uint32_t cp) const;  // -1 when cp is not in the table
   static const ByteLevelTable& get();
 };
@@ -97,7 +97,8 @@ class BpeModel {
   void tokenize(std::string_view piece, bool raw_bytes, std::vector<int32_t>& out) const;
   int32_t token_to_id(std::string_view token) const { return vocab_.get(token); }
   const std::string* id_to_token(int32_t id) const {
-    if (id < 0 || static_cast<size_t>(id) >= tokens_.size() || !has_token_[static_cast<size_t>(id)]) return nullptr;
+    if (id < 0 || static_cast<size_t>(id) >= tokens_.size() || !has_token_[static_cast<size_t>(id)])
+      return nullptr;
     return &tokens_[static_cast<size_t>(id)];
   }
   int32_t max_id() const { return static_cast<int32_t>(tokens_.size()) - 1; }

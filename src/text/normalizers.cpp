@@ -149,8 +149,9 @@ std::unique_ptr<Normalizer> make_normalizer(json::element j, const std::string& 
     p->prefix = json::get_string(j, "prepend", origin, "normalizer Prepend");
     return p;
   }
-  throw Error(origin + ": normalizer type \"" + type +
-              "\" is not supported (supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip, Replace, Prepend)");
+  throw Error(
+      origin + ": normalizer type \"" + type +
+      "\" is not supported (supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip, Replace, Prepend)");
 }
 
 }  // namespace dsft::text::hf

@@ -108,7 +108,8 @@ void balance_cpu_thread_pools(torch::Dtype dtype, const torch::Device& device) {
   if (wait && (std::string(wait) == "passive" || std::string(wait) == "PASSIVE")) return;
   if (dtype != torch::kFloat32) {
     set(1);
-    util::log_debug("OpenBLAS limited to one thread (compute dtype " + std::string(c10::toString(dtype)) + ")");
+    util::log_debug("OpenBLAS limited to one thread (compute dtype " + std::string(c10::toString(dtype)) +
+                    ")");
   } else if (get() > 1 && at::get_num_threads() > 1) {
     at::set_num_threads(1);
     util::log_debug("fp32 matmuls on OpenBLAS's " + std::to_string(get()) +

@@ -56,6 +56,24 @@ std::vector<int64_t> dsft_greedy(model::CausalLMImpl& lm, std::vector<int64_t> i
   return out;
 }
 
+// llama.cpp's greedy tokens against dsft's: equal, except that a near tie in dsft's own logits
+// (top-2 gap within the tolerance) may go either way; after such a step the sequences may part.
+// Returns how many leading tokens agree.
+size_t expect_greedy_agrees(const std::string& name, const std::vector<int64_t>& ours,
+                            const std::vector<torch::Tensor>& rows, const std::vector<int64_t>& theirs) {
+  size_t agreed = 0;
+  for (; agreed < ours.size() && agreed < theirs.size(); ++agreed) {
+    if (ours[agreed] == theirs[agreed]) continue;
+    const auto& l = rows[agreed];
+    const double gap = (l[ours[agreed]] - l[theirs[agreed]]).item<double>();
+    EXPECT_LE(gap, kTolerance * l.abs().max().item<double>())
+        << name << ": step " << agreed << " dsft chose " << ours[agreed] << ", llama.cpp " << theirs[agreed];
+    break;
+  }
+  std::printf("[llama.cpp] %-28s greedy: %zu/%zu tokens identical\n", name.c_str(), agreed, ours.size());
+  return agreed;
+}
+
 class LlamaCppParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(LlamaCppParity, LogitsAndGreedyDecodeMatch) {
@@ -92,22 +110,11 @@ TEST_P(LlamaCppParity, LogitsAndGreedyDecodeMatch) {
     EXPECT_TRUE(torch::equal(got.argmax(-1), want[b].argmax(-1))) << name << " row " << b;
   }
 
-  // Greedy: llama.cpp's 32 tokens equal dsft's, except that a near tie in dsft's own logits (top-2
-  // gap within the tolerance) may go either way; after such a step the sequences may differ.
   std::vector<torch::Tensor> rows;
   const auto ours = dsft_greedy(*lm, prompt, 32, &rows);
   const auto theirs = res[ids.size(0)]["tokens"].get<std::vector<int64_t>>();
   ASSERT_EQ(theirs.size(), 32u);
-  size_t agreed = 0;
-  for (; agreed < ours.size(); ++agreed) {
-    if (ours[agreed] == theirs[agreed]) continue;
-    const auto& l = rows[agreed];
-    const double gap = (l[ours[agreed]] - l[theirs[agreed]]).item<double>();
-    EXPECT_LE(gap, kTolerance * l.abs().max().item<double>())
-        << name << ": step " << agreed << " dsft chose " << ours[agreed] << ", llama.cpp " << theirs[agreed];
-    break;
-  }
-  std::printf("[llama.cpp] %-28s greedy: %zu/32 tokens identical\n", name.c_str(), agreed);
+  expect_greedy_agrees(name, ours, rows, theirs);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, LlamaCppParity,
@@ -183,17 +190,7 @@ TEST_P(LlamaCppInitModels, GreedyDecodeMatches) {
   const auto ours = dsft_greedy(*lm, prompt, 32, &rows);
   const auto theirs = res[0]["tokens"].get<std::vector<int64_t>>();
   ASSERT_EQ(theirs.size(), 32u);
-  size_t agreed = 0;
-  for (; agreed < ours.size(); ++agreed) {
-    if (ours[agreed] == theirs[agreed]) continue;
-    const auto& l = rows[agreed];
-    const double gap = (l[ours[agreed]] - l[theirs[agreed]]).item<double>();
-    EXPECT_LE(gap, kTolerance * l.abs().max().item<double>())
-        << arch << ": step " << agreed << " dsft chose " << ours[agreed] << ", llama.cpp " << theirs[agreed];
-    break;
-  }
-  std::printf("[llama.cpp] dsft init %-12s greedy: %zu/32 tokens identical\n", arch.c_str(), agreed);
-  EXPECT_GE(agreed, 8u) << "too early a tie to say anything";
+  EXPECT_GE(expect_greedy_agrees("dsft init " + arch, ours, rows, theirs), 8u) << "too early a tie to say anything";
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, LlamaCppInitModels, ::testing::Values("llama", "qwen2", "deepseek_v2"));
