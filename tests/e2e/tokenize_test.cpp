@@ -1,6 +1,7 @@
 // e2e: `dsft tokenize` on corpus lines (ids equal the Rust library's), chat mode against the
 // chat fixtures, and a bad input line reported with its number.
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -26,9 +27,13 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   return out;
 }
 
+// A folder of its own per test: ctest runs the tests of this program in parallel processes.
 struct Scratch {
-  fs::path dir = fs::temp_directory_path() / "dsft_e2e_tokenize";
-  Scratch() { fs::create_directories(dir); }
+  fs::path dir;
+  Scratch() {
+    std::string t = (fs::temp_directory_path() / "dsft-e2e-tokenize-XXXXXX").string();
+    dir = ::mkdtemp(t.data());
+  }
   ~Scratch() { fs::remove_all(dir); }
   std::string write(const std::string& name, const std::string& content) {
     std::ofstream(dir / name, std::ios::binary) << content;

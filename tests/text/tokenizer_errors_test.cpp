@@ -2,6 +2,7 @@
 // tokenizer_config.json supplies the special-token ids; the regex translation keeps Oniguruma's
 // meaning of \s and the Unicode 16 letter and digit classes.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -107,7 +108,7 @@ TEST(TokenizerErrors, UnsupportedKindsNameTheKindAndFile) {
 }
 
 TEST(TokenizerErrors, MissingFilesAndBadIds) {
-  fs::path empty = fs::temp_directory_path() / "dsft_tokenizer_errors_empty";
+  fs::path empty = fs::temp_directory_path() / ("dsft_tokenizer_errors_empty-" + std::to_string(::getpid()));
   fs::create_directories(empty);
   EXPECT_NE(error_of([&] { dsft::text::load_tokenizer(empty.string()); }).find("no tokenizer.json"), std::string::npos);
   fs::remove_all(empty);

@@ -1,6 +1,7 @@
 // util: atomic private writes, string helpers, log redaction.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -13,7 +14,7 @@ namespace fs = std::filesystem;
 using namespace dsft;
 
 TEST(Fs, AtomicWriteIsPrivateAndComplete) {
-  fs::path dir = fs::temp_directory_path() / "dsft_util_test";
+  fs::path dir = fs::temp_directory_path() / ("dsft_util_test-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::string p = (dir / "a.txt").string();
   util::write_file_atomic(p, std::string_view("hello"));
