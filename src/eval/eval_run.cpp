@@ -223,9 +223,12 @@ std::string ratings_summary(const nlohmann::json& ab, size_t raters) {
                   std::to_string(ab.value("n_items", int64_t{0})) + " items)";
   if (ab.contains("pooled") && ab["pooled"].is_object()) {
     const auto& p = ab["pooled"];
-    auto rate = [&](const char* k) { return p.contains(k) && p[k].is_number() ? p[k].get<double>() : 0.0; };
-    s += ": tuned better " + fmt("%.1f%%", 100 * rate("win_rate")) + ", tie " +
-         fmt("%.1f%%", 100 * rate("tie_rate")) + ", base better " + fmt("%.1f%%", 100 * rate("loss_rate"));
+    // A rate is absent (null) when no item was rated: say so rather than print 0%.
+    auto rate = [&](const char* k) {
+      return p.contains(k) && p[k].is_number() ? fmt("%.1f%%", 100 * p[k].get<double>()) : std::string("n/a");
+    };
+    s += ": tuned better " + rate("win_rate") + ", tie " + rate("tie_rate") + ", base better " +
+         rate("loss_rate");
   }
   if (ab.contains("fleiss_kappa") && ab["fleiss_kappa"].is_number())
     s += ", Fleiss' kappa " + fmt("%.3f", ab["fleiss_kappa"].get<double>());

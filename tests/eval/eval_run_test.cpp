@@ -8,7 +8,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
+#include "dsft/eval/ab_sheet.h"
 #include "dsft/eval/eval.h"
 #include "dsft/eval/perplexity.h"
 #include "dsft/model/commands.h"
@@ -182,3 +184,44 @@ TEST_F(EvalRunTest, AnAdapterInARunUsesTheRunsWindowAndMaskingAndGatesDecide) {
   o.stride = 24;
   EXPECT_THROW(eval::run_eval(o), UsageError);
 }
+
+namespace dsft {
+namespace {
+
+// `dsft eval --ratings`: the summary line gives pooled rates and kappa, and says "n/a" (not 0%)
+// for rates no rated item supports.
+TEST(EvalRatings, SummaryGivesRatesAndNotApplicableWhenNothingWasRated) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("dsft_eval_ratings_" + std::to_string(::getpid()))).string();
+  std::filesystem::create_directories(dir);
+  eval::write_ab_sheet({{"q1", "p1", "base 1", "tuned 1", ""}, {"q2", "p2", "base 2", "tuned 2", ""}}, 7,
+                       dir + "/ab", false);
+  const auto key = nlohmann::json::parse(std::ifstream(dir + "/ab/key.json"));
+  // Every rater prefers the tuned answer of q1 and calls q2 a tie.
+  const std::string tuned_side_q1 = key["items"]["q1"]["a"] == "tuned" ? "A" : "B";
+  eval::EvalOptions o;
+  o.key_path = dir + "/ab/key.json";
+  for (int i = 0; i < 3; ++i) {
+    const std::string path = dir + "/r" + std::to_string(i) + ".csv";
+    std::ofstream(path) << "item,rating\nq1," << tuned_side_q1 << "\nq2,tie\n";
+    o.ratings.push_back(path);
+  }
+  const auto rated = eval::run_eval(o);
+  EXPECT_NE(rated.summary.find("tuned better 50.0%, tie 50.0%, base better 0.0%"), std::string::npos)
+      << rated.summary;
+
+  eval::EvalOptions blank = o;
+  blank.ratings.clear();
+  for (int i = 0; i < 3; ++i) {
+    const std::string path = dir + "/blank" + std::to_string(i) + ".csv";
+    std::ofstream(path) << "item,rating\nq1,\nq2,\n";
+    blank.ratings.push_back(path);
+  }
+  const auto unrated = eval::run_eval(blank);
+  EXPECT_NE(unrated.summary.find("tuned better n/a, tie n/a, base better n/a"), std::string::npos)
+      << unrated.summary;
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dsft
