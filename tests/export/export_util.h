@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "dsft/export/gguf_export.h"
+
 namespace dsft::exporter::test {
 
 namespace fs = std::filesystem;
@@ -125,6 +127,16 @@ inline void write_synthetic_tokenizer(const std::string& dir, int64_t vocab_size
               {"eos_token", "<|special_" + std::to_string(eos) + "|>"},
               {"add_bos_token", false}};
   write_text(dir + "/tokenizer_config.json", cfg.dump());
+}
+
+// An f32 GGUF export of a model directory (the encoding the llama.cpp parity checks use).
+inline GgufExportReport export_f32(const std::string& dir, const std::string& out, const std::string& pre = "gpt-2") {
+  GgufExportOptions o;
+  o.model_dir = dir;
+  o.output_path = out;
+  o.out_type = GgufOutType::f32;
+  o.tokenizer_pre = pre;
+  return export_gguf(o);
 }
 
 // A model directory for a fixture checkpoint: its config.json and weights (linked), plus the

@@ -18,6 +18,7 @@ namespace {
 
 using io::GgmlType;
 using io::GgufFile;
+using test::export_f32;
 using test::TempDir;
 
 // A checkpoint tensor as float32, row-major.
@@ -36,15 +37,6 @@ std::vector<float> hf_floats(const io::Checkpoint& ck, const std::string& name) 
     }
   }
   return out;
-}
-
-GgufExportReport export_f32(const std::string& dir, const std::string& out, const std::string& pre = "gpt-2") {
-  GgufExportOptions o;
-  o.model_dir = dir;
-  o.output_path = out;
-  o.out_type = GgufOutType::f32;
-  o.tokenizer_pre = pre;
-  return export_gguf(o);
 }
 
 TEST(GgufExport, LlamaMetadataAndPermutedQk) {

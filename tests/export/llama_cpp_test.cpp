@@ -81,12 +81,8 @@ TEST_P(LlamaCppParity, LogitsAndGreedyDecodeMatch) {
   TempDir tmp;
   const std::string name = GetParam();
   const std::string dir = test::fixture_model_dir(tmp, name);
-  GgufExportOptions o;
-  o.model_dir = dir;
-  o.output_path = tmp.path("model.gguf");
-  o.out_type = GgufOutType::f32;
-  o.tokenizer_pre = "gpt-2";
-  export_gguf(o);
+  const std::string gguf = tmp.path("model.gguf");
+  test::export_f32(dir, gguf);
 
   auto expected = io::SafetensorsFile::open(test::fixture_model(name) + "/expected.safetensors");
   auto ids = model::tensor_from_view(expected->at("input_ids")).clone();
@@ -98,7 +94,7 @@ TEST_P(LlamaCppParity, LogitsAndGreedyDecodeMatch) {
   for (int64_t b = 0; b < ids.size(0); ++b) ops.push_back({{"op", "logits"}, {"tokens", row_of(ids, b)}});
   const std::vector<int64_t> prompt = row_of(ids, 0);
   ops.push_back({{"op", "greedy"}, {"tokens", prompt}, {"n", 32}});
-  const json res = test::run_llama_cpp(prefix, tmp, {{"model", o.output_path}, {"context", 128}, {"ops", ops}});
+  const json res = test::run_llama_cpp(prefix, tmp, {{"model", gguf}, {"context", 128}, {"ops", ops}});
 
   for (int64_t b = 0; b < ids.size(0); ++b) {
     const auto got = logits_tensor(res[b]["logits"]);
@@ -174,18 +170,14 @@ TEST_P(LlamaCppInitModels, GreedyDecodeMatches) {
   std::vector<std::string> overrides = {"initializer_range=0.3"};
   if (arch == "deepseek_v2") overrides.push_back("q_lora_rank=24");
   const std::string dir = test::make_model(tmp, "m", arch, "float32", overrides, 7);
-  GgufExportOptions o;
-  o.model_dir = dir;
-  o.output_path = tmp.path("model.gguf");
-  o.out_type = GgufOutType::f32;
-  o.tokenizer_pre = "gpt-2";
-  export_gguf(o);
+  const std::string gguf = tmp.path("model.gguf");
+  test::export_f32(dir, gguf);
   auto lm = model::load_model(dir);
   lm->eval();
 
   const std::vector<int64_t> prompt = {5, 17, 42, 99, 3, 250, 7, 64};
   json ops = json::array({json{{"op", "greedy"}, {"tokens", prompt}, {"n", 32}}});
-  const json res = test::run_llama_cpp(prefix, tmp, {{"model", o.output_path}, {"context", 128}, {"ops", ops}});
+  const json res = test::run_llama_cpp(prefix, tmp, {{"model", gguf}, {"context", 128}, {"ops", ops}});
   std::vector<torch::Tensor> rows;
   const auto ours = dsft_greedy(*lm, prompt, 32, &rows);
   const auto theirs = res[0]["tokens"].get<std::vector<int64_t>>();
@@ -261,12 +253,8 @@ TEST(LlamaCppLora, AdapterMatchesMergedModel) {
   for (auto& [n, t] : merged) out.push_back({n, io::DType::F32, t.sizes().vec(), t.data_ptr(), static_cast<size_t>(t.nbytes())});
   io::write_safetensors(merged_dir + "/model.safetensors", out);
 
-  GgufExportOptions o;
-  o.model_dir = base;
-  o.output_path = tmp.path("base.gguf");
-  o.out_type = GgufOutType::f32;
-  o.tokenizer_pre = "gpt-2";
-  export_gguf(o);
+  const std::string base_gguf = tmp.path("base.gguf");
+  test::export_f32(base, base_gguf);
   GgufLoraExportOptions lo;
   lo.adapter_dir = adapter;
   lo.base_model_dir = base;
@@ -289,7 +277,7 @@ TEST(LlamaCppLora, AdapterMatchesMergedModel) {
   auto base_lm = model::load_model(base);
   auto base_logits = base_lm->forward(torch::tensor(ids).view({1, -1}))[0];
   const json res = test::run_llama_cpp(prefix, tmp,
-                                       {{"model", o.output_path}, {"lora", lo.output_path}, {"context", 64},
+                                       {{"model", base_gguf}, {"lora", lo.output_path}, {"context", 64},
                                         {"ops", {{{"op", "logits"}, {"tokens", ids}}}}});
   const auto got = logits_tensor(res[0]["logits"]);
   const double scale = want.abs().max().item<double>();
