@@ -80,7 +80,7 @@ namespace {
 class Staging {
  public:
   explicit Staging(const fs::path& out) : out_(out) {
-    make_parents(out.parent_path());
+    util::make_private_dir(out.parent_path().string());
     std::string tmpl = (out.parent_path() / ("." + out.filename().string() + ".tmp-XXXXXX")).string();
     if (!::mkdtemp(tmpl.data()))
       throw Error("cannot create a folder beside " + out.string() + ": " + std::strerror(errno));
@@ -124,12 +124,6 @@ class Staging {
   }
 
  private:
-  static void make_parents(const fs::path& dir) {
-    if (dir.empty() || fs::exists(dir)) return;
-    make_parents(dir.parent_path());
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-      throw Error("cannot create the folder " + dir.string() + ": " + std::strerror(errno));
-  }
   static void sync_dir(const std::string& path) {
     const int fd = ::open(path.empty() ? "." : path.c_str(), O_RDONLY | O_DIRECTORY);
     if (fd >= 0) {

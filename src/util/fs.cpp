@@ -82,10 +82,12 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 
 void make_private_dir(const std::string& path) {
   std::error_code ec;
-  if (fs::is_directory(path, ec)) return;
-  fs::create_directories(path, ec);
-  if (ec) throw Error("cannot create directory " + path + ": " + ec.message());
-  ::chmod(path.c_str(), 0700);
+  if (path.empty() || fs::is_directory(path, ec)) return;
+  // Every folder this creates is 0700, the parents too (not the umask's 0755).
+  make_private_dir(fs::path(path).parent_path().string());
+  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST)
+    throw Error("cannot create directory " + path + ": " + std::strerror(errno));
+  if (!fs::is_directory(path, ec)) throw Error("cannot create directory " + path + ": a file of that name exists");
 }
 
 bool path_exists(const std::string& path) {

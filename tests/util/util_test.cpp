@@ -35,6 +35,21 @@ TEST(Fs, AtomicWriteIsPrivateAndComplete) {
   fs::remove_all(dir);
 }
 
+TEST(Fs, PrivateDirMakesEveryMissingFolder0700) {
+  fs::path root = fs::temp_directory_path() / ("dsft_util_dirs-" + std::to_string(::getpid()));
+  fs::create_directories(root);
+  util::make_private_dir((root / "a/b/c").string());
+  for (const char* sub : {"a", "a/b", "a/b/c"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat((root / sub).c_str(), &st), 0) << sub;
+    EXPECT_EQ(st.st_mode & 0777, 0700u) << sub;
+  }
+  util::make_private_dir((root / "a/b/c").string());  // existing: nothing to do
+  util::write_file_atomic((root / "file").string(), std::string_view("x"));
+  EXPECT_THROW(util::make_private_dir((root / "file/sub").string()), Error);
+  fs::remove_all(root);
+}
+
 TEST(Fs, ReadMissingFileNamesIt) {
   try {
     util::read_file("/nonexistent/x.json");

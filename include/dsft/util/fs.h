@@ -18,7 +18,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes);
 // If `fill` throws, the temp file is removed and `path` is untouched.
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& fill);
 
-// Creates a directory (and parents) with mode 0700 if it does not exist.
+// Creates a directory and any missing parents, each with mode 0700, if it does not exist.
 void make_private_dir(const std::string& path);
 
 bool path_exists(const std::string& path);
