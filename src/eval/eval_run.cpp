@@ -28,6 +28,7 @@
 #include "dsft/peft/inject.h"
 #include "dsft/text/chat_template.h"
 #include "dsft/text/tokenizer.h"
+#include "dsft/train/checkpoints.h"
 #include "dsft/train/config.h"
 #include "dsft/train/memory_plan.h"
 #include "dsft/util/error.h"
@@ -56,8 +57,7 @@ std::string iso_now() {
   return buf;
 }
 
-// The training run an adapter came from: adapter/ sits in the run directory, a checkpoint-N/
-// holds its own config.yaml.
+// The training run an adapter came from (train::find_adapter_run) with its config read.
 struct RunInfo {
   std::optional<train::TrainConfig> config;
   std::string config_path;
@@ -65,23 +65,18 @@ struct RunInfo {
 };
 
 RunInfo find_run(const std::string& adapter_dir) {
+  const train::AdapterRun where = train::find_adapter_run(adapter_dir);
   RunInfo info;
-  if (adapter_dir.empty()) return info;
-  const fs::path adapter = fs::absolute(adapter_dir).lexically_normal();
-  const fs::path dir = adapter.filename().empty() ? adapter.parent_path() : adapter;
-  for (const fs::path& d : {dir, dir.parent_path()}) {
-    if (info.config_path.empty() && fs::is_regular_file(d / "config.yaml")) {
-      info.config_path = (d / "config.yaml").string();
-      try {
-        info.config = train::load_train_config(info.config_path);
-      } catch (const Error& e) {
-        throw Error(
-            "cannot read the training config " + info.config_path + " of the adapter's run (" + e.what() +
-            "); pass --chat-template and --max-seq-length and move the adapter out of the run directory");
-      }
+  info.config_path = where.config_path;
+  info.metrics_path = where.metrics_path;
+  if (!info.config_path.empty()) {
+    try {
+      info.config = train::load_train_config(info.config_path);
+    } catch (const Error& e) {
+      throw Error(
+          "cannot read the training config " + info.config_path + " of the adapter's run (" + e.what() +
+          "); pass --chat-template and --max-seq-length and move the adapter out of the run directory");
     }
-    if (info.metrics_path.empty() && fs::is_regular_file(d / "metrics.jsonl"))
-      info.metrics_path = (d / "metrics.jsonl").string();
   }
   return info;
 }

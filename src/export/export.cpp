@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dsft/text/chat_template.h"
+#include "dsft/train/checkpoints.h"
 #include "dsft/util/error.h"
 #include "dsft/util/fs.h"
 #include "dsft/util/log.h"
@@ -258,7 +259,7 @@ ExportReport run_export(const ExportOptions& o) {
   }
   detail::CheckedInputs in = detail::check_inputs(o.model_dir, adapter_dir);
   if (!adapter_dir.empty()) {
-    in.run_dir = find_run_dir(adapter_dir);
+    in.run_dir = train::find_adapter_run(adapter_dir).run_dir;
     in.chat_template = detail::run_chat_template(in.run_dir);
   }
   if (o.format != ExportFormat::peft) detail::require_tokenizer(o.model_dir);

@@ -14,6 +14,7 @@
 #include "dsft/export/export.h"
 #include "dsft/peft/adapter_io.h"
 #include "dsft/text/chat_template.h"
+#include "dsft/train/checkpoints.h"
 #include "dsft/train/config.h"
 #include "dsft/util/error.h"
 #include "dsft/util/fs.h"
@@ -35,19 +36,6 @@ std::string resolve_adapter_dir(const std::string& path) {
   if (fs::is_regular_file(nested / "adapter_config.json")) return nested.string();
   throw Error("no adapter_config.json in " + path + " (nor in " + nested.string() +
               "): give the adapter directory a training run wrote");
-}
-
-std::string find_run_dir(const std::string& adapter_dir) {
-  fs::path p = fs::absolute(adapter_dir).lexically_normal();
-  if (p.filename().empty()) p = p.parent_path();
-  for (int up = 0; up < 3 && p.has_parent_path() && p != p.root_path(); ++up) {
-    p = p.parent_path();
-    // A checkpoint folder holds config.yaml too; the run is the folder that also has metrics.
-    if (fs::is_regular_file(p / "config.yaml") && fs::is_regular_file(p / "metrics.jsonl")) return p.string();
-  }
-  p = fs::absolute(adapter_dir).lexically_normal().parent_path();
-  if (fs::is_regular_file(p / "config.yaml")) return p.string();
-  return "";
 }
 
 namespace {
@@ -121,7 +109,7 @@ std::optional<int64_t> checkpoint_step(const std::string& adapter_dir) {
 std::string render_model_card(const std::string& adapter_dir, const std::string& base_model) {
   const peft::AdapterInfo info = peft::read_adapter_config(adapter_dir);
   const peft::LoraConfig& c = info.config;
-  const std::string run_dir = find_run_dir(adapter_dir);
+  const std::string run_dir = train::find_adapter_run(adapter_dir).run_dir;
 
   std::optional<train::TrainConfig> tc;
   std::string config_note;

@@ -347,4 +347,19 @@ TrainerState read_trainer_state(const std::string& checkpoint_dir) {
   return trainer_state_from_json(util::read_file(path), path);
 }
 
+AdapterRun find_adapter_run(const std::string& adapter_dir) {
+  AdapterRun run;
+  if (adapter_dir.empty()) return run;
+  fs::path dir = fs::absolute(adapter_dir).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();
+  auto has = [](const fs::path& p) { return fs::is_regular_file(p); };
+  if (has(dir.parent_path() / kConfigFile)) run.run_dir = dir.parent_path().string();
+  else if (has(dir / kConfigFile)) run.run_dir = dir.string();
+  if (has(dir / kConfigFile)) run.config_path = (dir / kConfigFile).string();
+  else if (!run.run_dir.empty()) run.config_path = (fs::path(run.run_dir) / kConfigFile).string();
+  if (!run.run_dir.empty() && has(fs::path(run.run_dir) / "metrics.jsonl"))
+    run.metrics_path = (fs::path(run.run_dir) / "metrics.jsonl").string();
+  return run;
+}
+
 }  // namespace dsft::train

@@ -278,3 +278,36 @@ TEST(Checkpoints, ResumedRunEqualsUninterrupted) {
   EXPECT_EQ(resumed.scaler.state().scale, straight.scaler.state().scale);
   fs::remove_all(dir);
 }
+
+namespace {
+
+// find_adapter_run: the run around output_dir/adapter and output_dir/checkpoint-N, and nothing
+// for an adapter moved out of its run.
+TEST(FindAdapterRun, FinalAdapterCheckpointAndLoneAdapter) {
+  const fs::path run = temp_dir("adapter_run");
+  fs::create_directories(run / "adapter");
+  fs::create_directories(run / "checkpoint-4");
+  fs::create_directories(run / "elsewhere/lone");
+  dsft::util::write_file_atomic((run / "config.yaml").string(), std::string_view("r: 4\n"));
+  dsft::util::write_file_atomic((run / "metrics.jsonl").string(), std::string_view("{}\n"));
+  dsft::util::write_file_atomic((run / "checkpoint-4/config.yaml").string(), std::string_view("r: 4\n"));
+
+  AdapterRun a = find_adapter_run((run / "adapter").string() + "/");
+  EXPECT_EQ(a.run_dir, run.string());
+  EXPECT_EQ(a.config_path, (run / "config.yaml").string());
+  EXPECT_EQ(a.metrics_path, (run / "metrics.jsonl").string());
+
+  AdapterRun c = find_adapter_run((run / "checkpoint-4").string());
+  EXPECT_EQ(c.run_dir, run.string());
+  EXPECT_EQ(c.config_path, (run / "checkpoint-4/config.yaml").string());  // the checkpoint's own
+  EXPECT_EQ(c.metrics_path, (run / "metrics.jsonl").string());
+
+  AdapterRun lone = find_adapter_run((run / "elsewhere/lone").string());
+  EXPECT_EQ(lone.run_dir, "");
+  EXPECT_EQ(lone.config_path, "");
+  EXPECT_EQ(lone.metrics_path, "");
+  EXPECT_EQ(find_adapter_run("").run_dir, "");
+  fs::remove_all(run);
+}
+
+}  // namespace

@@ -65,10 +65,6 @@ ExportReport run_export(const ExportOptions& options);
 // (a training run directory). Throws dsft::Error naming what is missing.
 std::string resolve_adapter_dir(const std::string& path);
 
-// The training run an adapter came from: the nearest of the adapter's parent folders (up to
-// three levels) holding config.yaml; "" when none does.
-std::string find_run_dir(const std::string& adapter_dir);
-
 // The PEFT model card (README.md) for an adapter: base model, adapter settings, training data
 // and hyper-parameters from the run's config.yaml, final metrics from its metrics.jsonl;
 // "unknown" wherever the run does not say.

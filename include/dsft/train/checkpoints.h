@@ -117,4 +117,15 @@ class CheckpointManager {
 // Reads <checkpoint>/trainer_state.json.
 TrainerState read_trainer_state(const std::string& checkpoint_dir);
 
+// The training run an adapter came from, as `dsft train` lays it out: output_dir/adapter/ (the
+// final adapter) or output_dir/checkpoint-N/ (which holds its own config.yaml). `run_dir` is
+// output_dir; `config_path` the adapter folder's own config.yaml, else the run's; `metrics_path`
+// the run's metrics.jsonl. Each is "" when absent (an adapter moved out of its run has none).
+struct AdapterRun {
+  std::string run_dir;
+  std::string config_path;
+  std::string metrics_path;
+};
+AdapterRun find_adapter_run(const std::string& adapter_dir);
+
 }  // namespace dsft::train
