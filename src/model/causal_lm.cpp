@@ -2,6 +2,8 @@
 // once per forward, the KV cache threaded through, plus HF-style random initialisation.
 #include "dsft/model/causal_lm.h"
 
+#include <algorithm>
+
 #include "dsft/util/error.h"
 
 namespace dsft::model {
@@ -63,6 +65,23 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
                   std::to_string(config_.vocab_size) + ")");
   }
 
+  if (!opt.spans.empty()) {
+    if (opt.cache || opt.attention_mask.defined())
+      throw Error("attention spans cannot be combined with a KV cache or an attention_mask");
+    int64_t row = 0, next = 0;  // the position the next span must start at
+    for (const Span& sp : opt.spans) {
+      if (sp.row == row + 1 && next == T) row = sp.row, next = 0;
+      if (sp.row != row || sp.begin != next || sp.length <= 0)
+        throw Error("attention spans must cover every position of every row in order (span at row " +
+                    std::to_string(sp.row) + ", position " + std::to_string(sp.begin) + ", length " +
+                    std::to_string(sp.length) + ")");
+      next += sp.length;
+    }
+    if (row != B - 1 || next != T)
+      throw Error("attention spans cover " + std::to_string(row) + " rows and " + std::to_string(next) +
+                  " positions of the last; the input is [" + std::to_string(B) + ", " + std::to_string(T) + "]");
+  }
+
   AttentionContext ctx;
   torch::Tensor pos = opt.position_ids;
   if (pos.defined()) {
@@ -79,10 +98,24 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
   ctx.rope = rope_->tables(pos);
 
   torch::Tensor mask;  // bool [B|1, 1, T, S]
-  if (T > 1)
+  std::optional<torch::Tensor> span_mask;
+  if (!opt.spans.empty()) {
+    ctx.packing = pack_spans(opt.spans, B, T, device);
+    if (!ctx.packing) {
+      // Not worth regrouping: the block-diagonal mask of the same records.
+      auto seg = torch::empty({B, T}, torch::kInt64);
+      auto* sp = seg.data_ptr<int64_t>();
+      for (size_t i = 0; i < opt.spans.size(); ++i)
+        for (int64_t j = 0; j < opt.spans[i].length; ++j)
+          sp[opt.spans[i].row * T + opt.spans[i].begin + j] = static_cast<int64_t>(i);
+      span_mask = document_mask(seg.to(device)).unsqueeze(1);
+    }
+  }
+  if (T > 1 && !ctx.packing)
     mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(device))
                .tril(past)
                .view({1, 1, T, S});
+  if (span_mask) mask = mask.defined() ? mask.logical_and(*span_mask) : *span_mask;
   if (opt.attention_mask.defined()) {
     auto m = opt.attention_mask.to(device);
     if (m.scalar_type() != torch::kBool) m = m.ne(0);
@@ -133,6 +166,28 @@ torch::Tensor document_mask(const torch::Tensor& segment_ids) {
     throw Error("expected segment_ids of shape [B, T] (got " + shape_of(segment_ids) + ")");
   // [B, T, 1] == [B, 1, T] -> [B, T, T]; causality is added by the model.
   return segment_ids.unsqueeze(2).eq(segment_ids.unsqueeze(1));
+}
+
+std::vector<Span> document_spans(const torch::Tensor& segment_ids) {
+  if (segment_ids.dim() != 2)
+    throw Error("expected segment_ids of shape [B, T] (got " + shape_of(segment_ids) + ")");
+  const auto ids = segment_ids.to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t* p = ids.data_ptr<int64_t>();
+  std::vector<Span> spans;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t* row = p + b * T;
+    std::vector<int64_t> seen;
+    for (int64_t t = 0; t < T;) {
+      int64_t end = t + 1;
+      while (end < T && row[end] == row[t]) ++end;
+      if (std::find(seen.begin(), seen.end(), row[t]) != seen.end()) return {};
+      seen.push_back(row[t]);
+      spans.push_back({b, t, end - t});
+      t = end;
+    }
+  }
+  return spans;
 }
 
 void init_weights(CausalLMImpl& m, uint64_t seed) {

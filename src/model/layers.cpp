@@ -2,6 +2,10 @@
 // pre-norm decoder layer.
 #include "dsft/model/layers.h"
 
+#include <ATen/Parallel.h>
+
+#include "model/cpu_kernels.h"
+
 namespace dsft::model {
 
 namespace F = torch::nn::functional;
@@ -19,9 +23,7 @@ void RMSNormImpl::reset() {
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  auto h = x.to(torch::kFloat32);
-  h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + options.eps());
-  return weight * h.to(x.scalar_type());
+  return rms_norm(x, weight, options.eps());
 }
 
 EmbeddingImpl::EmbeddingImpl(EmbeddingOptions options_) : options(std::move(options_)) {
@@ -51,8 +53,62 @@ void MlpImpl::reset() {
   down_proj = register_module("down_proj", lin(o.intermediate_size(), o.hidden_size()));
 }
 
+namespace {
+
+bool fused_swiglu_ok(const torch::Tensor& g, const torch::Tensor& u) {
+  const auto dt = g.scalar_type();
+  return g.device().is_cpu() && u.device().is_cpu() && u.scalar_type() == dt &&
+         (dt == torch::kFloat32 || dt == torch::kBFloat16) && g.sizes() == u.sizes();
+}
+
+// silu(g) · u as one autograd node on the CPU (kernels::swiglu_*): one pass each way, g and u
+// kept for the backward instead of g, u and silu(g).
+struct SwigluFn : public torch::autograd::Function<SwigluFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& gate,
+                               const torch::Tensor& up) {
+    const torch::Tensor g = gate.contiguous(), u = up.contiguous();
+    torch::Tensor y = torch::empty_like(g);
+    const int64_t n = g.numel();
+    at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
+      if (g.scalar_type() == torch::kFloat32) {
+        kernels::swiglu_forward_f32(g.data_ptr<float>(), u.data_ptr<float>(), y.data_ptr<float>(), begin, end);
+      } else {
+        kernels::swiglu_forward_bf16(bits(g), bits(u), bits(y), begin, end);
+      }
+    });
+    ctx->save_for_backward({g, u});
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &g = saved[0], &u = saved[1];
+    const torch::Tensor dy = grad[0].to(g.scalar_type()).contiguous();
+    torch::Tensor dg = torch::empty_like(g), du = torch::empty_like(u);
+    at::parallel_for(0, g.numel(), 16384, [&](int64_t begin, int64_t end) {
+      if (g.scalar_type() == torch::kFloat32) {
+        kernels::swiglu_backward_f32(g.data_ptr<float>(), u.data_ptr<float>(), dy.data_ptr<float>(),
+                                     dg.data_ptr<float>(), du.data_ptr<float>(), begin, end);
+      } else {
+        kernels::swiglu_backward_bf16(bits(g), bits(u), bits(dy), bits(dg), bits(du), begin, end);
+      }
+    });
+    return {dg, du};
+  }
+
+  static uint16_t* bits(const torch::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); }
+};
+
+}  // namespace
+
+torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up) {
+  if (fused_swiglu_ok(gate, up)) return SwigluFn::apply(gate, up);
+  return F::silu(gate) * up;
+}
+
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return down_proj->forward(F::silu(gate_proj->forward(x)) * up_proj->forward(x));
+  return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));
 }
 
 DecoderLayerImpl::DecoderLayerImpl(int64_t hidden_size, double eps, std::shared_ptr<AttentionBlock> attn,

@@ -73,7 +73,7 @@ torch::Tensor MlaAttentionImpl::forward(const torch::Tensor& x, const AttentionC
   auto k_full = torch::cat({k_nope, k_pe.expand({B, nh, S, rd})}, -1);  // [B, nh, S, nope + rope]
   const double scale =
       o.softmax_scale() > 0 ? o.softmax_scale() : 1.0 / std::sqrt(static_cast<double>(nope + rd));
-  auto out = attention_core(q_full, k_full, v, ctx.mask, scale);  // [B, nh, T, v]
+  auto out = attention_core(q_full, k_full, v, ctx, scale);  // [B, nh, T, v]
   return o_proj->forward(out.transpose(1, 2).reshape({B, T, nh * vd}));
 }
 

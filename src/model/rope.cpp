@@ -2,10 +2,14 @@
 // DeepSeek's reference), cos/sin tables and the rotate-half / adjacent-pair rotations.
 #include "dsft/model/rope.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "dsft/util/error.h"
+#include "model/cpu_kernels.h"
 
 namespace dsft::model {
 
@@ -116,14 +120,49 @@ RopeTables Rope::tables(const torch::Tensor& position_ids) const {
   return t;
 }
 
-torch::Tensor Rope::apply(const torch::Tensor& x, const RopeTables& t) const {
-  const int64_t half = options_.dim() / 2;
+namespace {
+
+// The CPU loop over rows of x [B, H, T, 2·half] (last dimension contiguous) with tables
+// [B, 1, T, half] (fp32, contiguous); nullopt where it does not apply.
+std::optional<torch::Tensor> rotate_cpu(const torch::Tensor& x, const torch::Tensor& cos,
+                                        const torch::Tensor& sin, RopeLayout layout, int64_t half) {
+  const auto dt = x.scalar_type();
+  if (!x.device().is_cpu() || (dt != torch::kFloat32 && dt != torch::kBFloat16) || x.dim() != 4 ||
+      x.size(3) != 2 * half || x.stride(3) != 1 || cos.scalar_type() != torch::kFloat32 || cos.dim() != 4 ||
+      !cos.is_contiguous() || !sin.is_contiguous() || cos.sizes() != sin.sizes() ||
+      cos.size(0) != x.size(0) || cos.size(1) != 1 || cos.size(2) != x.size(2) || cos.size(3) != half)
+    return std::nullopt;
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2);
+  torch::Tensor out = torch::empty({B, H, T, 2 * half}, x.options());
+  const bool adjacent = layout == RopeLayout::interleaved;
+  const float *c = cos.data_ptr<float>(), *s = sin.data_ptr<float>();
+  at::parallel_for(0, B * H * T, std::max<int64_t>(1, 8192 / half), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / (H * T), h = i / T % H, t = i % T;
+      const int64_t src = b * x.stride(0) + h * x.stride(1) + t * x.stride(2), tab = (b * T + t) * half;
+      if (dt == torch::kFloat32) {
+        kernels::rope_row_f32(x.data_ptr<float>() + src, c + tab, s + tab,
+                              out.data_ptr<float>() + i * 2 * half, half, adjacent);
+      } else {
+        auto* xb = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+        auto* ob = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+        kernels::rope_row_bf16(xb + src, c + tab, s + tab, ob + i * 2 * half, half, adjacent);
+      }
+    }
+  });
+  return out;
+}
+
+// x rotated by the tables' angles in fp32, cast back to x's dtype.
+torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                     RopeLayout layout, int64_t half) {
+  if (auto out = rotate_cpu(x, cos, sin, layout, half)) return *out;
   auto xf = x.to(torch::kFloat32);
   torch::Tensor out;
-  if (options_.layout() == RopeLayout::rotate_half) {
+  if (layout == RopeLayout::rotate_half) {
     auto x1 = xf.narrow(-1, 0, half);  // [B, H, T, dim/2]
     auto x2 = xf.narrow(-1, half, half);
-    out = torch::cat({x1 * t.cos - x2 * t.sin, x2 * t.cos + x1 * t.sin}, -1);
+    out = torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
   } else {
     auto sizes = xf.sizes().vec();
     sizes.back() = half;
@@ -131,9 +170,37 @@ torch::Tensor Rope::apply(const torch::Tensor& x, const RopeTables& t) const {
     auto pairs = xf.reshape(sizes);  // [B, H, T, dim/2, 2]
     auto x0 = pairs.select(-1, 0);
     auto x1 = pairs.select(-1, 1);
-    out = torch::stack({x0 * t.cos - x1 * t.sin, x0 * t.sin + x1 * t.cos}, -1).flatten(-2);
+    out = torch::stack({x0 * cos - x1 * sin, x0 * sin + x1 * cos}, -1).flatten(-2);
   }
   return out.to(x.scalar_type());
+}
+
+// The rotation as one autograd node: its transpose is the rotation by the opposite angles, so
+// the backward needs the tables only (no saved activations, no per-op graph).
+struct RopeRotation : public torch::autograd::Function<RopeRotation> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& cos, const torch::Tensor& sin, int64_t layout,
+                               int64_t half) {
+    ctx->save_for_backward({cos, sin});
+    ctx->saved_data["layout"] = layout;
+    ctx->saved_data["half"] = half;
+    return rotate(x, cos, sin, static_cast<RopeLayout>(layout), half);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto saved = ctx->get_saved_variables();
+    const auto layout = static_cast<RopeLayout>(ctx->saved_data["layout"].toInt());
+    auto dx = rotate(grad[0], saved[0], -saved[1], layout, ctx->saved_data["half"].toInt());
+    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor Rope::apply(const torch::Tensor& x, const RopeTables& t) const {
+  const int64_t half = options_.dim() / 2;
+  if (!x.requires_grad()) return rotate(x, t.cos, t.sin, options_.layout(), half);
+  return RopeRotation::apply(x, t.cos, t.sin, static_cast<int64_t>(options_.layout()), half);
 }
 
 }  // namespace dsft::model

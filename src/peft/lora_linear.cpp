@@ -141,6 +141,51 @@ struct QuantizedMatmul : public torch::autograd::Function<QuantizedMatmul> {
   }
 };
 
+// y = x Wᵀ + (x Aᵀ · scale) Bᵀ as one autograd node for a dense frozen base, with A and B
+// used in x's dtype (cast per call when they are kept in fp32). The backward sends one gradient
+// to x (dy W + (dy B · scale) A, accumulated in place) and casts dA, dB to the factors' dtype:
+// no graph of casts, scalings and additions per layer, and only x and the r-wide x Aᵀ are kept.
+struct LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
+                               const torch::Tensor& weight, const torch::Tensor& lora_a,
+                               const torch::Tensor& lora_b, double scale) {
+    const auto dt = input.scalar_type();
+    const int64_t in = weight.size(1), out = weight.size(0);
+    const torch::Tensor x = input.reshape({-1, in});  // [N, in]
+    const torch::Tensor a = lora_a.to(dt), b = lora_b.to(dt);
+    const torch::Tensor mid = torch::mm(x, a.t()).mul_(scale);  // [N, r]
+    torch::Tensor y = torch::mm(x, weight.t());
+    y.addmm_(mid, b.t());  // [N, out]
+    ctx->save_for_backward({x, weight, a, b, mid});
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["lora_dtype"] = static_cast<int64_t>(lora_a.scalar_type());
+    std::vector<int64_t> sizes = input.sizes().vec();
+    sizes.back() = out;
+    return y.view(sizes);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x = saved[0], &weight = saved[1], &a = saved[2], &b = saved[3], &mid = saved[4];
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const auto lora_dtype = static_cast<torch::Dtype>(ctx->saved_data["lora_dtype"].toInt());
+    const torch::Tensor dy = grad_outputs[0].reshape({-1, weight.size(0)}).to(x.scalar_type());  // [N, out]
+    const torch::Tensor dmid = torch::mm(dy, b).mul_(scale);                                   // [N, r]
+    torch::Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      dx = torch::mm(dy, weight);
+      dx.addmm_(dmid, a);
+      std::vector<int64_t> sizes = grad_outputs[0].sizes().vec();
+      sizes.back() = weight.size(1);
+      dx = dx.view(sizes);
+    }
+    torch::Tensor da = torch::mm(dmid.t(), x).to(lora_dtype);  // [r, in]
+    torch::Tensor db = torch::mm(dy.t(), mid).to(lora_dtype);  // [out, r]
+    return {dx, torch::Tensor(), da, db, torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 LinearImpl::LinearImpl(const LinearOptions& options) : options_(options) {
@@ -187,6 +232,13 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
                       std::to_string(options_.in_features()) + " (got shape " + c10::str(input.sizes()) +
                       ")");
   }
+  if (has_lora() && adapter_enabled_ && !is_quantized() && !weight.requires_grad() &&
+      (lora_dropout.is_empty() || !is_training()) && torch::GradMode::is_enabled() &&
+      (lora_autocast_ || input.scalar_type() == lora_A->weight.scalar_type()) &&
+      input.scalar_type() == weight.scalar_type()) {
+    torch::Tensor y = LoraLinearFn::apply(input, weight, lora_A->weight, lora_B->weight, lora_options_.scale());
+    return bias.defined() ? y + bias : y;
+  }
   torch::Tensor y;
   if (is_quantized()) {
     y = quantized_linear(input);
@@ -195,6 +247,19 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
     y = torch::linear(input, weight, bias);
   }
   if (!has_lora() || !adapter_enabled_) return y;
+  const torch::Dtype in_dtype = input.scalar_type();
+  if (lora_autocast_ && (in_dtype == torch::kBFloat16 || in_dtype == torch::kHalf) &&
+      lora_A->weight.scalar_type() != in_dtype) {
+    // Autocast: both products in the input's dtype; the scale goes on the r-wide middle, and
+    // the second product accumulates onto the base output in one addmm.
+    torch::Tensor h = input;
+    if (!lora_dropout.is_empty()) h = lora_dropout->forward(h);
+    torch::Tensor mid = torch::linear(h, lora_A->weight.to(in_dtype)) * lora_options_.scale();  // [..., r]
+    const int64_t out = options_.out_features(), r = lora_options_.r();
+    torch::Tensor y2 = torch::addmm(y.reshape({-1, out}).to(in_dtype), mid.reshape({-1, r}),
+                                    lora_B->weight.to(in_dtype).t());  // [N, out]
+    return y2.view(y.sizes());
+  }
   // PEFT's order: cast to the adapter's dtype, dropout, A then B, scale, cast back.
   torch::Tensor h = input.to(lora_A->weight.scalar_type());
   if (!lora_dropout.is_empty()) h = lora_dropout->forward(h);

@@ -67,8 +67,10 @@ double loss_sum(model::CausalLMImpl& m, const BatchTensors& b, const LossOptions
   if (T < 2 || b.target_tokens == 0) return 0.0;
   model::ForwardOptions fo;
   fo.position_ids = b.position_ids;
-  // Block-diagonal over records (packing); padding forms its own block and is never a target.
-  fo.attention_mask = model::document_mask(b.segment_ids);
+  // Attention within each record only (packing); padding forms its own block and is never a
+  // target. Records as spans skip the masked-out work; the mask is the fallback.
+  fo.spans = model::document_spans(b.segment_ids);
+  if (fo.spans.empty()) fo.attention_mask = model::document_mask(b.segment_ids);
   const bool training = backward_scale.has_value() && torch::GradMode::is_enabled();
   if (training && o.gradient_checkpointing) {
     fo.layer_wrapper = [](const model::LayerFn& layer, const torch::Tensor& h) {

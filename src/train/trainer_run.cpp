@@ -213,6 +213,11 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
   if (lora) {
     const auto inj = peft::inject_lora(*lm, lc);
     lc = inj.config;
+    // bf16/fp16 runs compute the adapter's products in that dtype, as autocast does (the factors
+    // and their optimizer states stay fp32).
+    if (dtype != torch::kFloat32)
+      for (const auto& m : lm->modules(/*include_self=*/false))
+        if (auto* lin = dynamic_cast<peft::LinearImpl*>(m.get())) lin->set_lora_autocast(true);
     util::log_info("LoRA r=" + std::to_string(cfg.r) + " on " + std::to_string(inj.adapted.size()) +
                    " layers (" + util::join(lc.target_modules, ", ") + ")");
   } else {

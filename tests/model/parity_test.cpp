@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <tuple>
 
 #include "dsft/io/safetensors.h"
 #include "dsft/model/load.h"
@@ -57,9 +58,19 @@ TEST_P(Parity, Bf16ComputeStaysClose) {
   torch::NoGradGuard no_grad;
   auto got = lm->forward(ids);
   ASSERT_EQ(got.scalar_type(), torch::kFloat32);
-  const double ratio = ((got - want).abs().max() / want.abs().max()).item<double>();
+  // Per position: max |diff| over the vocabulary / max |expected|.
+  const auto per = ((got - want).abs().amax(-1) / want.abs().max()).reshape({-1});
+  const double ratio = per.max().item<double>();
   std::printf("[parity bf16] %-28s ratio %.3e\n", GetParam().c_str(), ratio);
-  EXPECT_LE(ratio, 5e-2) << GetParam();
+  if (lm->config().n_routed_experts == 0) {
+    EXPECT_LE(ratio, 5e-2) << GetParam();
+    return;
+  }
+  // MoE: bf16 rounding may tip a token's top-k choice to another expert (a discontinuity the
+  // fp32 reference does not have); such a token moves by more, every other stays close.
+  const double far = per.gt(5e-2).to(torch::kFloat64).mean().item<double>();
+  EXPECT_LE(far, 0.1) << GetParam() << ": positions beyond 5e-2";
+  EXPECT_LE(std::get<0>(per.median(0)).item<double>(), 1e-2) << GetParam();
 }
 
 // Token-by-token decoding through the KV cache gives the full-sequence logits.

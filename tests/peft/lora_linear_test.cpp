@@ -266,5 +266,66 @@ TEST(Linear, RejectsBadAdapterOptions) {
   EXPECT_EQ(param_names(*lin).size(), 4u);
 }
 
+// The adapted layer runs as one autograd node when it trains; its value and gradients (input,
+// both factors, bias) are PEFT's formula y = x Wᵀ + b + (x Aᵀ Bᵀ) · scale written out as ops.
+TEST(Linear, TrainingNodeMatchesThePeftFormula) {
+  torch::manual_seed(21);
+  Linear lin(LinearOptions(7, 5).bias(true));
+  lin->to(torch::kFloat64);
+  lin->enable_lora(LoraOptions().r(3).alpha(5).dtype(torch::kFloat64));
+  randomise_adapter(*lin);
+  lin->bias.set_requires_grad(true);  // bias: lora_only trains it
+  auto x = torch::randn({2, 4, 7}, torch::kFloat64).requires_grad_(true);
+  auto probe = torch::randn({2, 4, 5}, torch::kFloat64);
+  (lin(x) * probe).sum().backward();
+
+  auto x2 = x.detach().clone().requires_grad_(true);
+  auto a = lin->lora_A->weight.detach().clone().requires_grad_(true);
+  auto b = lin->lora_B->weight.detach().clone().requires_grad_(true);
+  auto bias = lin->bias.detach().clone().requires_grad_(true);
+  auto want =
+      torch::linear(x2, lin->weight.detach(), bias) + torch::linear(torch::linear(x2, a), b) * (5.0 / 3.0);
+  (want * probe).sum().backward();
+  EXPECT_LE(max_rel_diff(lin(x).detach(), want.detach()), 1e-12);
+  EXPECT_LE(max_rel_diff(x.grad(), x2.grad()), 1e-12);
+  EXPECT_LE(max_rel_diff(lin->lora_A->weight.grad(), a.grad()), 1e-12);
+  EXPECT_LE(max_rel_diff(lin->lora_B->weight.grad(), b.grad()), 1e-12);
+  EXPECT_LE(max_rel_diff(lin->bias.grad(), bias.grad()), 1e-12);
+}
+
+// Mixed precision: a bf16 base with fp32 factors computes the adapter in bf16 (as autocast does)
+// and leaves fp32 gradients on the factors, close to the all-fp32 computation.
+TEST(Linear, LoraAutocastKeepsFp32FactorsAndGradients) {
+  torch::manual_seed(22);
+  Linear ref(LinearOptions(64, 48).bias(false));
+  ref->enable_lora(LoraOptions().r(8).alpha(16));
+  randomise_adapter(*ref);
+  Linear mixed(LinearOptions(64, 48).bias(false));
+  {
+    torch::NoGradGuard no_grad;
+    mixed->weight.copy_(ref->weight);
+  }
+  mixed->to(torch::kBFloat16);
+  mixed->enable_lora(LoraOptions().r(8).alpha(16));
+  {
+    torch::NoGradGuard no_grad;
+    mixed->lora_A->weight.copy_(ref->lora_A->weight);
+    mixed->lora_B->weight.copy_(ref->lora_B->weight);
+  }
+  mixed->set_lora_autocast(true);
+  auto x = torch::randn({16, 64});
+  auto probe = torch::randn({16, 48});
+  (ref(x) * probe).sum().backward();
+  auto y = mixed(x.to(torch::kBFloat16));
+  EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+  (y.to(torch::kFloat32) * probe).sum().backward();
+  EXPECT_EQ(mixed->lora_A->weight.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(mixed->lora_A->weight.grad().scalar_type(), torch::kFloat32);
+  EXPECT_EQ(mixed->lora_B->weight.grad().scalar_type(), torch::kFloat32);
+  EXPECT_LE(max_rel_diff(y.to(torch::kFloat32).detach(), ref(x).detach()), 3e-2);
+  EXPECT_LE(max_rel_diff(mixed->lora_A->weight.grad(), ref->lora_A->weight.grad()), 5e-2);
+  EXPECT_LE(max_rel_diff(mixed->lora_B->weight.grad(), ref->lora_B->weight.grad()), 5e-2);
+}
+
 }  // namespace
 }  // namespace dsft::peft

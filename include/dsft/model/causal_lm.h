@@ -23,6 +23,10 @@ struct ForwardOptions {
   //   [B, S]          key padding, 1/true = real token (HF's attention_mask);
   //   [B, T, S]       or [B, 1, T, S]: bool, true = may attend (e.g. document_mask()).
   torch::Tensor attention_mask;
+  // Packed rows as spans (document_spans()): attention runs within each span, causally, with the
+  // result of document_mask() but without the T x T work across records. They must cover every
+  // position of every row in order; not combined with attention_mask or a cache.
+  std::vector<Span> spans;
   KvCache* cache = nullptr;  // appended to when given
   // When set (and no cache is given), each decoder layer runs as layer_wrapper(layer, hidden):
   // training wraps layers this way for gradient checkpointing. `layer` may be called again later
@@ -74,6 +78,10 @@ TORCH_MODULE(CausalLM);
 // Block-diagonal causal mask for packed sequences: segment_ids int [B, T] (one id per document)
 // -> bool [B, T, T], true where query and key belong to the same document.
 torch::Tensor document_mask(const torch::Tensor& segment_ids);
+// The same documents as spans (maximal runs of one id per row), for ForwardOptions::spans. Empty
+// when an id occurs in two separate runs of a row (those positions attend to each other under
+// document_mask(), which spans cannot express).
+std::vector<Span> document_spans(const torch::Tensor& segment_ids);
 
 // HF-style initialisation: matrices and embeddings N(0, initializer_range), biases and
 // e_score_correction_bias 0, norms 1. Deterministic for a given seed.

@@ -54,6 +54,10 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
+// The RMSNorm formula: on the CPU one fused pass per row forward and backward (fp32 statistics,
+// fp64 for double), elsewhere as tensor ops.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+
 // ---------------------------------------------------------------------------------------------
 // Token embedding
 
@@ -104,6 +108,9 @@ class MlpImpl : public FeedForwardBlock {
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(Mlp);
+
+// silu(gate) · up: on the CPU (fp32, bf16) one fused pass each way, elsewhere as tensor ops.
+torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up);
 
 struct MoeOptions {
   MoeOptions(int64_t hidden_size, int64_t moe_intermediate_size, int64_t n_routed_experts, int64_t top_k)
@@ -185,10 +192,37 @@ struct KvCache {
   int64_t length() const { return layers.empty() ? 0 : layers.front().length(); }
 };
 
+// One record of a packed row: positions [begin, begin + length) of row `row`, which attend
+// (causally) to each other only.
+struct Span {
+  int64_t row = 0;
+  int64_t begin = 0;
+  int64_t length = 0;
+};
+
+// Packed records regrouped for attention: each record goes whole into one of `chunks` rows of
+// `length` slots (first-fit decreasing), so that attention costs chunks·length² instead of B·T²
+// when rows hold several short records.
+struct SpanPacking {
+  int64_t chunks = 0;
+  int64_t length = 0;
+  torch::Tensor gather;   // int64 [chunks * length]: the token (b·T + t) in each slot (free slots: 0)
+  torch::Tensor scatter;  // int64 [B·T]: the slot holding each token
+  torch::Tensor blocked;  // bool [chunks, 1, length, length]: true = may not attend
+};
+
+// The packing of `spans` (covering a [B, T] batch) with the cheapest row length, or nullopt when
+// it would not cut the attention work of whole rows by at least a third.
+std::optional<SpanPacking> pack_spans(const std::vector<Span>& spans, int64_t B, int64_t T,
+                                      const torch::Device& device);
+
 // What every attention layer of one forward pass shares.
 struct AttentionContext {
   RopeTables rope;     // tables for the T current positions
   torch::Tensor mask;  // bool [B|1, 1, T, S], true = may attend; undefined = none needed
+  // Set (training on packed rows, no cache): attention runs on the regrouped records instead of
+  // on whole rows under `mask`.
+  std::optional<SpanPacking> packing;
 };
 
 // Interface of a decoder layer's `self_attn` child.
@@ -198,10 +232,11 @@ class AttentionBlock : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx, LayerCache* cache) = 0;
 };
 
-// softmax(q kᵀ · scale + mask) v with scores and softmax in fp32.
+// softmax(q kᵀ · scale + mask) v with scores and softmax in fp32, under ctx.mask, or causal
+// within each record of ctx.packing (the same result, without the masked-out work).
 // q [B, H, T, D], k [B, H, S, D], v [B, H, S, Dv] -> [B, H, T, Dv].
 torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                             const torch::Tensor& mask, double scale);
+                             const AttentionContext& ctx, double scale);
 
 struct GqaAttentionOptions {
   GqaAttentionOptions(int64_t hidden_size, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim)

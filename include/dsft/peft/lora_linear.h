@@ -101,6 +101,12 @@ class LinearImpl : public torch::nn::Module {
   bool adapter_enabled() const { return adapter_enabled_; }
   // Drops the adapter (its parameters leave the module).
   void remove_lora();
+  // Mixed precision (what torch.autocast does to PEFT's layers): when the input is bf16/fp16 and
+  // the adapter fp32, the adapter's two matrix products run in the input's dtype (the factors
+  // are cast per call); the factors, their gradients and the optimizer states stay fp32. Off: the
+  // input is cast to the adapter's dtype (PEFT's order without autocast).
+  void set_lora_autocast(bool on) { lora_autocast_ = on; }
+  bool lora_autocast() const { return lora_autocast_; }
 
   torch::Tensor weight;        // [out, in]; undefined when quantised
   torch::Tensor bias;          // [out]; undefined without bias
@@ -126,6 +132,7 @@ class LinearImpl : public torch::nn::Module {
   int64_t dequant_chunk_elements_ = int64_t{1} << 24;
   LoraOptions lora_options_;
   bool adapter_enabled_ = true;
+  bool lora_autocast_ = false;
 };
 TORCH_MODULE(Linear);
 

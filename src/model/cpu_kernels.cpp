@@ -1,0 +1,135 @@
+// The fused element-wise CPU loops (see cpu_kernels.h). Written so that the compiler vectorises
+// them: branch-free bodies, bf16 handled as bits, exp as a range reduction and a polynomial
+// (Cephes' expf, within 1e-7 relative). Compiled without floating-point contraction, so that
+// products and sums round as the separate tensor ops round.
+#include "model/cpu_kernels.h"
+
+#include <algorithm>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DSFT_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DSFT_KERNEL
+#endif
+
+namespace dsft::model::kernels {
+
+namespace {
+
+inline float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline uint32_t to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+inline float bf16_load(uint16_t h) {
+  return from_bits(static_cast<uint32_t>(h) << 16);
+}
+
+// Round to nearest even, NaN kept quiet (c10::BFloat16's rounding).
+inline uint16_t bf16_store(float f) {
+  const uint32_t u = to_bits(f);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>(f != f ? 0x7FC0u : rounded);
+}
+
+inline float bf16_round(float f) {
+  return bf16_load(bf16_store(f));
+}
+
+inline float exp_approx(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float shifted = x * 1.44269504088896341f + 12582912.0f;  // round(x / ln 2) in the low bits
+  const float n = shifted - 12582912.0f;
+  const int32_t ni = static_cast<int32_t>(to_bits(shifted)) - 0x4B400000;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * from_bits(static_cast<uint32_t>(ni + 127) << 23);
+}
+
+inline float sigmoid(float x) {
+  return 1.0f / (1.0f + exp_approx(-x));
+}
+
+}  // namespace
+
+DSFT_KERNEL void swiglu_forward_f32(const float* g, const float* u, float* y, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) y[i] = g[i] * sigmoid(g[i]) * u[i];
+}
+
+DSFT_KERNEL void swiglu_forward_bf16(const uint16_t* g, const uint16_t* u, uint16_t* y, int64_t begin,
+                                     int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float gi = bf16_load(g[i]);
+    y[i] = bf16_store(bf16_round(gi * sigmoid(gi)) * bf16_load(u[i]));
+  }
+}
+
+DSFT_KERNEL void swiglu_backward_f32(const float* g, const float* u, const float* dy, float* dg, float* du,
+                                     int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float s = sigmoid(g[i]);
+    du[i] = dy[i] * (g[i] * s);
+    dg[i] = dy[i] * u[i] * (s * (1.0f + g[i] * (1.0f - s)));
+  }
+}
+
+DSFT_KERNEL void swiglu_backward_bf16(const uint16_t* g, const uint16_t* u, const uint16_t* dy, uint16_t* dg,
+                                      uint16_t* du, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float gi = bf16_load(g[i]), dyi = bf16_load(dy[i]);
+    const float s = sigmoid(gi);
+    du[i] = bf16_store(dyi * bf16_round(gi * s));
+    dg[i] = bf16_store(bf16_round(dyi * bf16_load(u[i])) * (s * (1.0f + gi * (1.0f - s))));
+  }
+}
+
+DSFT_KERNEL void rope_row_f32(const float* x, const float* cos, const float* sin, float* out, int64_t half,
+                              bool adjacent) {
+  if (adjacent) {
+    for (int64_t j = 0; j < half; ++j) {
+      const float x0 = x[2 * j], x1 = x[2 * j + 1];
+      out[2 * j] = x0 * cos[j] - x1 * sin[j];
+      out[2 * j + 1] = x0 * sin[j] + x1 * cos[j];
+    }
+    return;
+  }
+  for (int64_t j = 0; j < half; ++j) {
+    const float x1 = x[j], x2 = x[j + half];
+    out[j] = x1 * cos[j] - x2 * sin[j];
+    out[j + half] = x2 * cos[j] + x1 * sin[j];
+  }
+}
+
+DSFT_KERNEL void rope_row_bf16(const uint16_t* x, const float* cos, const float* sin, uint16_t* out,
+                               int64_t half, bool adjacent) {
+  if (adjacent) {
+    for (int64_t j = 0; j < half; ++j) {
+      const float x0 = bf16_load(x[2 * j]), x1 = bf16_load(x[2 * j + 1]);
+      out[2 * j] = bf16_store(x0 * cos[j] - x1 * sin[j]);
+      out[2 * j + 1] = bf16_store(x0 * sin[j] + x1 * cos[j]);
+    }
+    return;
+  }
+  for (int64_t j = 0; j < half; ++j) {
+    const float x1 = bf16_load(x[j]), x2 = bf16_load(x[j + half]);
+    out[j] = bf16_store(x1 * cos[j] - x2 * sin[j]);
+    out[j + half] = bf16_store(x2 * cos[j] + x1 * sin[j]);
+  }
+}
+
+}  // namespace dsft::model::kernels

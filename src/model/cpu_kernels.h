@@ -1,0 +1,27 @@
+// Element-wise CPU loops fused for training on the CPU: SwiGLU forward/backward and the RoPE
+// rotation, on fp32 or bf16 (raw bits) arrays. Each call handles a sub-range, so that callers
+// split the work with at::parallel_for. Built once per instruction set (AVX-512, AVX2, baseline)
+// and picked at load time; the arithmetic is fp32 without fused multiply-adds, rounding to bf16
+// where the equivalent tensor ops round.
+#pragma once
+#include <cstdint>
+
+namespace dsft::model::kernels {
+
+// y = silu(g) · u over [begin, end).
+void swiglu_forward_f32(const float* g, const float* u, float* y, int64_t begin, int64_t end);
+void swiglu_forward_bf16(const uint16_t* g, const uint16_t* u, uint16_t* y, int64_t begin, int64_t end);
+// dg = dy · u · silu'(g), du = dy · silu(g) over [begin, end).
+void swiglu_backward_f32(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t begin,
+                         int64_t end);
+void swiglu_backward_bf16(const uint16_t* g, const uint16_t* u, const uint16_t* dy, uint16_t* dg,
+                          uint16_t* du, int64_t begin, int64_t end);
+
+// One row of `2·half` values rotated by angles with tables cos/sin [half] (fp32):
+// rotate-half layout (pairs j, j + half) or adjacent pairs (2j, 2j + 1).
+void rope_row_f32(const float* x, const float* cos, const float* sin, float* out, int64_t half,
+                  bool adjacent);
+void rope_row_bf16(const uint16_t* x, const float* cos, const float* sin, uint16_t* out, int64_t half,
+                   bool adjacent);
+
+}  // namespace dsft::model::kernels

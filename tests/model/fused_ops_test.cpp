@@ -1,0 +1,254 @@
+// The fused CPU paths against the tensor-op formulas they replace: RMSNorm, SwiGLU and the RoPE
+// rotation (values and gradients, fp64/fp32/bf16), and attention over packed records regrouped by
+// pack_spans() against the block-diagonal document mask, for every model family (logits and
+// gradients, rows with padding, records of every length).
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "dsft/model/causal_lm.h"
+#include "dsft/model/commands.h"
+#include "dsft/model/layers.h"
+#include "dsft/model/registry.h"
+#include "dsft/model/rope.h"
+#include "dsft/util/error.h"
+
+using namespace dsft;
+using namespace dsft::model;
+
+namespace {
+
+double max_rel(const torch::Tensor& got, const torch::Tensor& want) {
+  auto g = got.to(torch::kFloat64), w = want.to(torch::kFloat64);
+  return ((g - w).abs().max() / w.abs().max().clamp_min(1e-30)).item<double>();
+}
+
+torch::Tensor rms_ops(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  auto acc = x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto h = x.to(acc);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, true) + eps);
+  return w * h.to(x.scalar_type());
+}
+
+// Value and gradients (x, w) of f under a fixed random projection of its output.
+std::vector<torch::Tensor> value_and_grads(
+    const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& f, const torch::Tensor& a,
+    const torch::Tensor& b, const torch::Tensor& probe) {
+  auto x = a.detach().clone().requires_grad_(true), y = b.detach().clone().requires_grad_(true);
+  auto out = f(x, y);
+  (out.to(torch::kFloat64) * probe).sum().backward();
+  return {out.detach(), x.grad(), y.grad()};
+}
+
+}  // namespace
+
+TEST(FusedOps, RmsNormMatchesTheFormulaWithGradients) {
+  torch::manual_seed(3);
+  for (auto dt : {torch::kFloat64, torch::kFloat32, torch::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dt));
+    auto x = (torch::randn({3, 5, 67}, torch::kFloat64) * 3).to(dt);
+    auto w = (torch::randn({67}, torch::kFloat64) * 0.5 + 1).to(dt);
+    auto probe = torch::randn({3, 5, 67}, torch::kFloat64);
+    auto fused = value_and_grads([](auto& a, auto& b) { return rms_norm(a, b, 1e-6); }, x, w, probe);
+    auto ops = value_and_grads([](auto& a, auto& b) { return rms_ops(a, b, 1e-6); }, x, w, probe);
+    const double tol = dt == torch::kFloat64 ? 1e-12 : dt == torch::kFloat32 ? 1e-5 : 2e-2;
+    EXPECT_LE(max_rel(fused[0], ops[0]), tol);
+    EXPECT_LE(max_rel(fused[1], ops[1]), tol);
+    EXPECT_LE(max_rel(fused[2], ops[2]), tol);
+  }
+}
+
+TEST(FusedOps, RmsNormGradientMatchesFiniteDifferences) {
+  torch::manual_seed(4);
+  auto x = torch::randn({4, 33}, torch::kFloat64), w = torch::randn({33}, torch::kFloat64);
+  auto xr = x.clone().requires_grad_(true);
+  auto probe = torch::randn({4, 33}, torch::kFloat64);
+  (rms_norm(xr, w, 1e-5) * probe).sum().backward();
+  const double h = 1e-6;
+  for (int64_t i : {0, 7, 40, 131}) {
+    auto xp = x.clone(), xm = x.clone();
+    xp.view(-1)[i] += h;
+    xm.view(-1)[i] -= h;
+    const double fd = ((rms_norm(xp, w, 1e-5) * probe).sum().item<double>() -
+                       (rms_norm(xm, w, 1e-5) * probe).sum().item<double>()) /
+                      (2 * h);
+    EXPECT_NEAR(xr.grad().view(-1)[i].item<double>(), fd, 1e-7) << i;
+  }
+}
+
+TEST(FusedOps, SwigluMatchesTheFormulaWithGradients) {
+  torch::manual_seed(5);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dt));
+    // Values from deep in both tails (silu(-90) = -0, silu(90) = 90) to the middle.
+    auto g = (torch::randn({4, 3, 517}, torch::kFloat64) * 6).to(dt);
+    g.view(-1)[0] = -90;
+    g.view(-1)[1] = 90;
+    g.view(-1)[2] = 0;
+    auto u = torch::randn({4, 3, 517}, torch::kFloat64).to(dt);
+    auto probe = torch::randn({4, 3, 517}, torch::kFloat64);
+    auto fused = value_and_grads([](auto& a, auto& b) { return swiglu(a, b); }, g, u, probe);
+    auto ops = value_and_grads([](auto& a, auto& b) { return torch::silu(a) * b; }, g, u, probe);
+    const double tol = dt == torch::kFloat32 ? 2e-6 : 1e-2;
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(torch::isfinite(fused[i]).all().item<bool>()) << i;
+      EXPECT_LE(max_rel(fused[i], ops[i]), tol) << i;
+    }
+    if (dt == torch::kBFloat16) {
+      // Against the exact value (fp64), the fused bf16 output is no further off than the ops'
+      // (which evaluate silu at a lower precision in bf16).
+      auto exact = torch::silu(g.to(torch::kFloat64)) * u.to(torch::kFloat64);
+      const double fused_err = (fused[0].to(torch::kFloat64) - exact).abs().mean().item<double>();
+      const double ops_err = (ops[0].to(torch::kFloat64) - exact).abs().mean().item<double>();
+      EXPECT_LE(fused_err, ops_err * 1.01);
+    }
+  }
+}
+
+TEST(FusedOps, RopeRotationMatchesTheFormulaWithGradients) {
+  torch::manual_seed(6);
+  for (auto layout : {RopeLayout::rotate_half, RopeLayout::interleaved}) {
+    for (auto dt : {torch::kFloat64, torch::kFloat32, torch::kBFloat16}) {
+      SCOPED_TRACE(std::string(layout == RopeLayout::rotate_half ? "rotate_half " : "interleaved ") +
+                   c10::toString(dt));
+      Rope rope(RopeOptions(16, 10000.0).layout(layout));
+      auto pos = torch::randint(0, 500, {2, 9}, torch::kInt64);
+      auto tables = rope.tables(pos);
+      // [B, T, H, D] transposed to [B, H, T, D]: strided, as attention produces it.
+      auto x = torch::randn({2, 9, 3, 16}, torch::kFloat64).to(dt).transpose(1, 2);
+      auto probe = torch::randn({2, 3, 9, 16}, torch::kFloat64);
+      auto xr = x.detach().clone().requires_grad_(true);
+      auto got = rope.apply(xr, tables);
+      (got.to(torch::kFloat64) * probe).sum().backward();
+      // The rotation written out in fp64.
+      auto x64 = x.to(torch::kFloat64).detach().requires_grad_(true);
+      auto c = tables.cos.to(torch::kFloat64), s = tables.sin.to(torch::kFloat64);
+      torch::Tensor want;
+      if (layout == RopeLayout::rotate_half) {
+        auto a = x64.narrow(-1, 0, 8), b = x64.narrow(-1, 8, 8);
+        want = torch::cat({a * c - b * s, b * c + a * s}, -1);
+      } else {
+        auto p = x64.reshape({2, 3, 9, 8, 2});
+        auto a = p.select(-1, 0), b = p.select(-1, 1);
+        want = torch::stack({a * c - b * s, a * s + b * c}, -1).flatten(-2);
+      }
+      (want * probe).sum().backward();
+      const double tol = dt == torch::kBFloat16 ? 1e-2 : 1e-6;
+      EXPECT_LE(max_rel(got, want), tol);
+      EXPECT_LE(max_rel(xr.grad(), x64.grad()), tol);
+    }
+  }
+}
+
+TEST(FusedOps, PackSpansPutsEveryRecordWholeInOneRow) {
+  // Two rows of 128: records of 20, 12, 30, 18, 26 (+ 22 padding) and 40, 24, 30, 34.
+  std::vector<Span> spans = {{0, 0, 20},   {0, 20, 12}, {0, 32, 30}, {0, 62, 18}, {0, 80, 26},
+                             {0, 106, 22}, {1, 0, 40},  {1, 40, 24}, {1, 64, 30}, {1, 94, 34}};
+  const int64_t T = 128;
+  auto p = pack_spans(spans, 2, T, torch::kCPU);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_GE(p->length, 40);
+  EXPECT_LT(p->chunks * p->length * p->length, 2 * T * T * 2 / 3);
+  auto gather = p->gather, scatter = p->scatter;
+  // Every token has one slot, and that slot holds it.
+  for (int64_t t = 0; t < 2 * T; ++t) EXPECT_EQ(gather[scatter[t].item<int64_t>()].item<int64_t>(), t);
+  // A slot attends to earlier slots of its own record only.
+  auto blocked = p->blocked.squeeze(1);
+  auto record_of = [&](int64_t token) {
+    for (size_t i = 0; i < spans.size(); ++i)
+      if (token / T == spans[i].row && token % T >= spans[i].begin &&
+          token % T < spans[i].begin + spans[i].length)
+        return static_cast<int64_t>(i);
+    return int64_t{-1};
+  };
+  for (int64_t a = 0; a < 2 * T; ++a)
+    for (int64_t b = 0; b < 2 * T; ++b) {
+      const int64_t sa = scatter[a].item<int64_t>(), sb = scatter[b].item<int64_t>();
+      if (sa / p->length != sb / p->length) {
+        EXPECT_NE(record_of(a), record_of(b));
+        continue;
+      }
+      const bool may = record_of(a) == record_of(b) && b <= a;
+      ASSERT_EQ(!blocked[sa / p->length][sa % p->length][sb % p->length].item<bool>(), may) << a << " " << b;
+    }
+  // One record filling the row: nothing to save.
+  EXPECT_FALSE(pack_spans({{0, 0, 64}}, 1, 64, torch::kCPU).has_value());
+}
+
+TEST(FusedOps, DocumentSpansAreTheRunsOfEachRow) {
+  auto ids = torch::tensor({0, 0, 1, 1, 1, -1, 2, 2, 2, 3, -1, -1}, torch::kInt64).view({2, 6});
+  auto spans = document_spans(ids);
+  ASSERT_EQ(spans.size(), 6u);  // [0,2) [2,5) [5,6) | [0,3) [3,4) [4,6)
+  EXPECT_EQ(spans[2].row, 0);
+  EXPECT_EQ(spans[2].begin, 5);
+  EXPECT_EQ(spans[2].length, 1);
+  EXPECT_EQ(spans[3].row, 1);
+  EXPECT_EQ(spans[3].length, 3);
+  EXPECT_EQ(spans[5].begin, 4);
+  EXPECT_EQ(spans[5].length, 2);
+  // An id in two separate runs of a row attends across the gap under the mask: no spans.
+  EXPECT_TRUE(document_spans(torch::tensor({{0, 0, 1, 0}}, torch::kInt64)).empty());
+}
+
+TEST(FusedOps, PackedAttentionEqualsTheDocumentMaskForEveryFamily) {
+  std::mt19937 rng(7);
+  for (const auto& family : families()) {
+    SCOPED_TRACE(family.name);
+    ModelConfig config;
+    for (const auto& [name, text] : builtin_presets())
+      if (name == family.name + "-tiny") config = parse_config(nlohmann::json::parse(text));
+    auto lm = family.build(config, torch::TensorOptions().dtype(torch::kFloat64));
+    init_weights(*lm, 9);
+    // Rows of 96: records of random lengths 1..30 and a padding tail.
+    const int64_t B = 3, T = 96;
+    auto seg = torch::full({B, T}, -1, torch::kInt64);
+    auto pos = torch::zeros({B, T}, torch::kInt64);
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t t = 0, id = 0;
+      while (t < T - 10) {
+        const int64_t len = std::min<int64_t>(T - 10 - t, 1 + static_cast<int64_t>(rng() % 30));
+        for (int64_t j = 0; j < len; ++j) seg[b][t + j] = id, pos[b][t + j] = j;
+        t += len, ++id;
+      }
+    }
+    auto ids = torch::randint(0, config.vocab_size, {B, T}, torch::kInt64);
+    auto run = [&](bool spans) {
+      lm->zero_grad();
+      ForwardOptions fo;
+      fo.position_ids = pos;
+      if (spans) {
+        fo.spans = document_spans(seg);
+      } else {
+        fo.attention_mask = document_mask(seg);
+      }
+      auto logits = lm->forward(ids, fo);
+      logits.index({seg.ge(0)}).pow(2).mean().backward();
+      std::vector<torch::Tensor> grads;
+      for (const auto& p : lm->parameters())
+        grads.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
+      return std::make_pair(logits.detach(), grads);
+    };
+    auto [mask_logits, mask_grads] = run(false);
+    auto [span_logits, span_grads] = run(true);
+    auto real = seg.ge(0);
+    EXPECT_LE(max_rel(span_logits.index({real}), mask_logits.index({real})), 1e-12);
+    for (size_t i = 0; i < mask_grads.size(); ++i)
+      if (mask_grads[i].defined()) {
+        EXPECT_LE(max_rel(span_grads[i], mask_grads[i]), 1e-10) << i;
+      }
+  }
+}
+
+TEST(FusedOps, SpansMustCoverTheRowsInOrder) {
+  ModelConfig config;
+  for (const auto& [name, text] : builtin_presets())
+    if (name == "llama-tiny") config = parse_config(nlohmann::json::parse(text));
+  auto lm = build_model(config, torch::TensorOptions().dtype(torch::kFloat32));
+  auto ids = torch::zeros({1, 8}, torch::kInt64);
+  ForwardOptions fo;
+  fo.spans = {{0, 0, 3}, {0, 4, 4}};  // position 3 missing
+  EXPECT_THROW(lm->forward(ids, fo), Error);
+  fo.spans = {{0, 0, 8}};
+  fo.attention_mask = torch::ones({1, 8}, torch::kBool);
+  EXPECT_THROW(lm->forward(ids, fo), Error);
+}
