@@ -89,11 +89,11 @@ torch::Dtype compute_dtype(const TrainConfig& cfg) {
 }
 
 // libtorch on the CPU runs two thread pools: its OpenMP pool (element-wise ops, and in bf16/fp16
-// every large matmul through oneDNN) and, for fp32 matmuls and the fp32 LoRA factors, OpenBLAS's
-// own pool. Each busy-waits after its work, so on a machine with few cores the two take the cores
+// every matmul through oneDNN, the LoRA products included) and, for fp32 matmuls, OpenBLAS's own
+// pool. Each busy-waits after its work, so on a machine with few cores the two take the cores
 // from each other (measured on 2 cores: 2.6x slower fp32 steps, 4-5x slower bf16 steps). The pool
 // that does the heavy work keeps every core; the other gets one thread:
-//   bf16/fp16: OpenBLAS -> 1 thread (only the small LoRA factors are left to it);
+//   bf16/fp16: OpenBLAS -> 1 thread (hardly any fp32 product is left to it);
 //   fp32:      libtorch's intra-op pool -> 1 thread, OpenBLAS keeps its threads for the matmuls.
 // With OMP_WAIT_POLICY=passive the OpenMP pool sleeps instead of spinning and nothing is changed;
 // libblas.so.3 may be another BLAS without openblas_set_num_threads, then nothing changes either.
