@@ -42,9 +42,10 @@ BatchTensors to_tensors(const Batch& b, const torch::Device& device) {
   t.labels_mask = torch::from_blob(const_cast<uint8_t*>(b.labels_mask.data()), {B, T}, torch::kUInt8)
                       .to(torch::kBool)
                       .to(device);
-  t.segment_ids = torch::from_blob(const_cast<int32_t*>(b.segment_ids.data()), {B, T}, torch::kInt32)
-                      .to(torch::kInt64)
-                      .to(device);
+  const auto segments = torch::from_blob(const_cast<int32_t*>(b.segment_ids.data()), {B, T}, torch::kInt32)
+                            .to(torch::kInt64);
+  t.spans = model::document_spans(segments);
+  t.segment_ids = segments.to(device);
   t.position_ids =
       torch::from_blob(const_cast<int64_t*>(b.position_ids.data()), {B, T}, i64).clone().to(device);
   int64_t targets = 0, tokens = 0;
@@ -69,7 +70,7 @@ double loss_sum(model::CausalLMImpl& m, const BatchTensors& b, const LossOptions
   fo.position_ids = b.position_ids;
   // Attention within each record only (packing); padding forms its own block and is never a
   // target. Records as spans skip the masked-out work; the mask is the fallback.
-  fo.spans = model::document_spans(b.segment_ids);
+  fo.spans = b.spans;
   if (fo.spans.empty()) fo.attention_mask = model::document_mask(b.segment_ids);
   const bool training = backward_scale.has_value() && torch::GradMode::is_enabled();
   if (training && o.gradient_checkpointing) {

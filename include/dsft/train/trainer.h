@@ -45,6 +45,9 @@ struct BatchTensors {
   torch::Tensor labels_mask;   // bool [B, T]: position t is a target (predicted from t - 1)
   torch::Tensor segment_ids;   // int64 [B, T], -1 on padding
   torch::Tensor position_ids;  // int64 [B, T], restarting at 0 for each record
+  // The records as attention spans (model::document_spans), found on the host; empty when a
+  // record id occurs in two separate runs of a row (the mask is used then).
+  std::vector<model::Span> spans;
   int64_t target_tokens = 0;
   int64_t tokens = 0;  // real (non-padding) tokens
 };
