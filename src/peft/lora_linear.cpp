@@ -232,8 +232,10 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
                       std::to_string(options_.in_features()) + " (got shape " + c10::str(input.sizes()) +
                       ")");
   }
+  // A dense frozen base without active dropout: one node (LoraLinearFn), with or without grad
+  // mode, so that evaluation and a checkpointed layer's two passes compute what training does.
   if (has_lora() && adapter_enabled_ && !is_quantized() && !weight.requires_grad() &&
-      (lora_dropout.is_empty() || !is_training()) && torch::GradMode::is_enabled() &&
+      (lora_dropout.is_empty() || !is_training()) &&
       (lora_autocast_ || input.scalar_type() == lora_A->weight.scalar_type()) &&
       input.scalar_type() == weight.scalar_type()) {
     torch::Tensor y = LoraLinearFn::apply(input, weight, lora_A->weight, lora_B->weight, lora_options_.scale());
