@@ -11,10 +11,10 @@ namespace dsft::model {
 namespace {
 
 // softmax(q kᵀ · scale) v where `blocked` (bool, broadcast to the scores) is false; scores in the
-// compute dtype, then fp32 for the softmax.
+// compute dtype, then fp32 (fp64 for fp64) for the softmax.
 torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                      const torch::Tensor& blocked, double scale) {
-  auto scores = torch::matmul(q, k.transpose(-2, -1)).to(torch::kFloat32) * scale;
+  auto scores = torch::matmul(q, k.transpose(-2, -1)).to(accumulation_dtype(q.scalar_type())) * scale;
   if (blocked.defined()) {
     // The lowest finite value, not -inf: a fully masked row (a padding query) then gives a
     // uniform distribution instead of NaN.

@@ -28,7 +28,8 @@ void MoeGateImpl::reset() {
 Routing MoeGateImpl::forward(const torch::Tensor& x) {
   const auto& o = options;
   const int64_t N = x.size(0), E = o.n_routed_experts(), K = o.top_k();
-  auto logits = F::linear(x.to(torch::kFloat32), weight.to(torch::kFloat32));  // [N, E]
+  const auto acc = accumulation_dtype(x.scalar_type());
+  auto logits = F::linear(x.to(acc), weight.to(acc));  // [N, E]
   auto scores =
       o.scoring_func() == ScoringFunc::softmax ? torch::softmax(logits, -1) : torch::sigmoid(logits);
 
@@ -37,7 +38,7 @@ Routing MoeGateImpl::forward(const torch::Tensor& x) {
     torch::NoGradGuard no_grad;  // the choice itself is not differentiable
     auto choice = scores.detach();
     if (o.topk_method() == TopkMethod::noaux_tc)
-      choice = choice + e_score_correction_bias.to(torch::kFloat32);
+      choice = choice + e_score_correction_bias.to(acc);
     if (o.topk_method() != TopkMethod::greedy && o.n_group() > 1) {
       auto grouped = choice.view({N, o.n_group(), E / o.n_group()});  // [N, G, E/G]
       // group score: the best expert (V2) or the sum of the two best biased scores (V3)
@@ -88,14 +89,15 @@ torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
   // One host sync for the bucket sizes; each expert then runs once on a contiguous slice.
   auto counts_t = torch::bincount(flat, /*weights=*/{}, E).to(torch::kCPU);
   const int64_t* counts = counts_t.data_ptr<int64_t>();
-  auto out = torch::zeros({N, x.size(1)}, x.options().dtype(torch::kFloat32));
+  const auto acc = accumulation_dtype(x.scalar_type());
+  auto out = torch::zeros({N, x.size(1)}, x.options().dtype(acc));
   int64_t start = 0;
   for (int64_t e = 0; e < E; ++e) {
     const int64_t n = counts[e];
     if (n == 0) continue;
     auto tokens = token_of_slot.narrow(0, start, n);          // [n]
     auto y = experts[e]->forward(x.index_select(0, tokens));  // [n, H]
-    out.index_add_(0, tokens, y.to(torch::kFloat32) * weight_of_slot.narrow(0, start, n).unsqueeze(1));
+    out.index_add_(0, tokens, y.to(acc) * weight_of_slot.narrow(0, start, n).unsqueeze(1).to(acc));
     start += n;
   }
   return out.to(x.scalar_type());

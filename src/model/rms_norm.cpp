@@ -127,7 +127,7 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
       x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1) &&
       c10::isFloatingType(x.scalar_type()))
     return RmsNormFn::apply(x, weight, eps);
-  auto h = x.to(torch::kFloat32);
+  auto h = x.to(accumulation_dtype(x.scalar_type()));
   h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * h.to(x.scalar_type());
 }

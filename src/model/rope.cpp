@@ -8,6 +8,7 @@
 #include <cmath>
 #include <optional>
 
+#include "dsft/model/layers.h"
 #include "dsft/util/error.h"
 #include "model/cpu_kernels.h"
 
@@ -157,7 +158,7 @@ std::optional<torch::Tensor> rotate_cpu(const torch::Tensor& x, const torch::Ten
 torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                      RopeLayout layout, int64_t half) {
   if (auto out = rotate_cpu(x, cos, sin, layout, half)) return *out;
-  auto xf = x.to(torch::kFloat32);
+  auto xf = x.to(accumulation_dtype(x.scalar_type()));
   torch::Tensor out;
   if (layout == RopeLayout::rotate_half) {
     auto x1 = xf.narrow(-1, 0, half);  // [B, H, T, dim/2]

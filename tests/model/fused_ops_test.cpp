@@ -11,6 +11,7 @@
 #include "dsft/model/layers.h"
 #include "dsft/model/registry.h"
 #include "dsft/model/rope.h"
+#include "dsft/peft/inject.h"
 #include "dsft/util/error.h"
 
 using namespace dsft;
@@ -251,4 +252,74 @@ TEST(FusedOps, SpansMustCoverTheRowsInOrder) {
   fo.spans = {{0, 0, 8}};
   fo.attention_mask = torch::ones({1, 8}, torch::kBool);
   EXPECT_THROW(lm->forward(ids, fo), Error);
+}
+
+// LoRA gradients through a whole tiny model of every family (fp64 throughout, packed rows
+// regrouped for attention, the RMSNorm/RoPE/LoRA nodes, MoE routing) against central differences.
+TEST(FusedOps, LoraGradientsOfEveryFamilyMatchFiniteDifferences) {
+  for (const auto& family : families()) {
+    SCOPED_TRACE(family.name);
+    ModelConfig config;
+    for (const auto& [name, text] : builtin_presets())
+      if (name == family.name + "-tiny") config = parse_config(nlohmann::json::parse(text));
+    auto lm = family.build(config, torch::TensorOptions().dtype(torch::kFloat64));
+    init_weights(*lm, 13);
+    peft::LoraConfig lc;
+    lc.r = 2;
+    lc.lora_alpha = 4;
+    lc.target_modules = {"all-linear"};
+    for (auto& p : lm->parameters()) p.set_requires_grad(false);
+    peft::inject_lora(*lm, lc);
+    lm->to(torch::kFloat64);  // the factors too (created in fp32, as PEFT does)
+    std::vector<torch::Tensor> factors;
+    {
+      torch::NoGradGuard no_grad;
+      for (const auto& p : lm->named_parameters())
+        if (p.key().find("lora_") != std::string::npos) {
+          if (p.key().find("lora_B") != std::string::npos) p.value().normal_(0, 0.05);
+          factors.push_back(p.value());
+        }
+    }
+    ASSERT_FALSE(factors.empty());
+    // One row of 48 tokens holding six records; the regrouping applies.
+    const int64_t T = 48;
+    std::vector<int64_t> seg_v, pos_v;
+    int64_t id = 0;
+    for (int64_t len : {9, 7, 8, 6, 10, 8}) {
+      for (int64_t j = 0; j < len; ++j) seg_v.push_back(id), pos_v.push_back(j);
+      ++id;
+    }
+    auto seg = torch::tensor(seg_v, torch::kInt64).view({1, T});
+    auto pos = torch::tensor(pos_v, torch::kInt64).view({1, T});
+    ForwardOptions fo;
+    fo.position_ids = pos;
+    fo.spans = document_spans(seg);
+    ASSERT_TRUE(pack_spans(fo.spans, 1, T, torch::kCPU).has_value());
+    torch::manual_seed(17);
+    auto ids = torch::randint(0, config.vocab_size, {1, T}, torch::kInt64);
+    // The final hidden states (the logits are handed out in fp32 whatever the model's dtype).
+    auto probe = torch::randn({1, T, config.hidden_size}, torch::kFloat64);
+    auto loss = [&] { return (lm->hidden_states(ids, fo) * probe).sum(); };
+    lm->zero_grad();
+    loss().backward();
+    torch::NoGradGuard no_grad;
+    int checked = 0;
+    for (size_t f = 0; f < factors.size(); f += std::max<size_t>(1, factors.size() / 6)) {
+      auto flat = factors[f].view({-1});
+      for (int64_t i : {int64_t{0}, flat.numel() / 2, flat.numel() - 1}) {
+        const double orig = flat[i].item<double>(), eps = 1e-6;
+        flat[i] = orig + eps;
+        const double up = loss().item<double>();
+        flat[i] = orig - eps;
+        const double down = loss().item<double>();
+        flat[i] = orig;
+        const double numeric = (up - down) / (2 * eps),
+                     analytic = factors[f].grad().view({-1})[i].item<double>();
+        EXPECT_NEAR(analytic, numeric, 1e-6 * std::max(1.0, std::abs(numeric)))
+            << "factor " << f << " entry " << i;
+        ++checked;
+      }
+    }
+    EXPECT_GE(checked, 12);
+  }
 }

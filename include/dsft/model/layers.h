@@ -19,6 +19,12 @@ namespace dsft::model {
 // a second full copy of the weights at load time.
 using BuildOptions = torch::TensorOptions;
 
+// Where the blocks compute in fp32 whatever the model's dtype (norms, RoPE, softmax, router):
+// fp32, or fp64 for an fp64 model (which is then fp64 throughout, for numerical checks).
+inline torch::Dtype accumulation_dtype(torch::Dtype dtype) {
+  return dtype == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Linear
 
@@ -138,7 +144,7 @@ struct MoeOptions {
 // The routing decision for N tokens.
 struct Routing {
   torch::Tensor experts;  // int64 [N, top_k]
-  torch::Tensor weights;  // fp32 [N, top_k], differentiable w.r.t. the router weight
+  torch::Tensor weights;  // fp32 (fp64 model: fp64) [N, top_k], differentiable w.r.t. the router weight
 };
 
 // The router (`mlp.gate`): fp32 scores, expert choice, weights.
