@@ -41,6 +41,19 @@ std::vector<torch::Tensor> value_and_grads(
   return {out.detach(), x.grad(), y.grad()};
 }
 
+ModelConfig tiny_config(const std::string& arch) {
+  for (const auto& [name, text] : builtin_presets())
+    if (name == arch + "-tiny") return parse_config(nlohmann::json::parse(text));
+  throw std::runtime_error("no tiny preset for " + arch);
+}
+
+// A random fp64 model of the family's tiny preset.
+CausalLM tiny_fp64(const Family& family, uint64_t seed) {
+  auto lm = family.build(tiny_config(family.name), torch::TensorOptions().dtype(torch::kFloat64));
+  init_weights(*lm, seed);
+  return lm;
+}
+
 }  // namespace
 
 TEST(FusedOps, RmsNormMatchesTheFormulaWithGradients) {
@@ -195,11 +208,8 @@ TEST(FusedOps, PackedAttentionEqualsTheDocumentMaskForEveryFamily) {
   std::mt19937 rng(7);
   for (const auto& family : families()) {
     SCOPED_TRACE(family.name);
-    ModelConfig config;
-    for (const auto& [name, text] : builtin_presets())
-      if (name == family.name + "-tiny") config = parse_config(nlohmann::json::parse(text));
-    auto lm = family.build(config, torch::TensorOptions().dtype(torch::kFloat64));
-    init_weights(*lm, 9);
+    auto lm = tiny_fp64(family, 9);
+    const ModelConfig& config = lm->config();
     // Rows of 96: records of random lengths 1..30 and a padding tail.
     const int64_t B = 3, T = 96;
     auto seg = torch::full({B, T}, -1, torch::kInt64);
@@ -241,10 +251,7 @@ TEST(FusedOps, PackedAttentionEqualsTheDocumentMaskForEveryFamily) {
 }
 
 TEST(FusedOps, SpansMustCoverTheRowsInOrder) {
-  ModelConfig config;
-  for (const auto& [name, text] : builtin_presets())
-    if (name == "llama-tiny") config = parse_config(nlohmann::json::parse(text));
-  auto lm = build_model(config, torch::TensorOptions().dtype(torch::kFloat32));
+  auto lm = build_model(tiny_config("llama"), torch::TensorOptions().dtype(torch::kFloat32));
   auto ids = torch::zeros({1, 8}, torch::kInt64);
   ForwardOptions fo;
   fo.spans = {{0, 0, 3}, {0, 4, 4}};  // position 3 missing
@@ -259,11 +266,8 @@ TEST(FusedOps, SpansMustCoverTheRowsInOrder) {
 TEST(FusedOps, LoraGradientsOfEveryFamilyMatchFiniteDifferences) {
   for (const auto& family : families()) {
     SCOPED_TRACE(family.name);
-    ModelConfig config;
-    for (const auto& [name, text] : builtin_presets())
-      if (name == family.name + "-tiny") config = parse_config(nlohmann::json::parse(text));
-    auto lm = family.build(config, torch::TensorOptions().dtype(torch::kFloat64));
-    init_weights(*lm, 13);
+    auto lm = tiny_fp64(family, 13);
+    const ModelConfig& config = lm->config();
     peft::LoraConfig lc;
     lc.r = 2;
     lc.lora_alpha = 4;
