@@ -37,8 +37,7 @@ Routing MoeGateImpl::forward(const torch::Tensor& x) {
   {
     torch::NoGradGuard no_grad;  // the choice itself is not differentiable
     auto choice = scores.detach();
-    if (o.topk_method() == TopkMethod::noaux_tc)
-      choice = choice + e_score_correction_bias.to(acc);
+    if (o.topk_method() == TopkMethod::noaux_tc) choice = choice + e_score_correction_bias.to(acc);
     if (o.topk_method() != TopkMethod::greedy && o.n_group() > 1) {
       auto grouped = choice.view({N, o.n_group(), E / o.n_group()});  // [N, G, E/G]
       // group score: the best expert (V2) or the sum of the two best biased scores (V3)
@@ -97,7 +96,7 @@ torch::Tensor moe_dispatch(const torch::Tensor& x, const Routing& routing,
     if (n == 0) continue;
     auto tokens = token_of_slot.narrow(0, start, n);          // [n]
     auto y = experts[e]->forward(x.index_select(0, tokens));  // [n, H]
-    out.index_add_(0, tokens, y.to(acc) * weight_of_slot.narrow(0, start, n).unsqueeze(1).to(acc));
+    out.index_add_(0, tokens, y.to(acc) * weight_of_slot.narrow(0, start, n).unsqueeze(1));
     start += n;
   }
   return out.to(x.scalar_type());

@@ -137,17 +137,20 @@ std::optional<torch::Tensor> rotate_cpu(const torch::Tensor& x, const torch::Ten
   torch::Tensor out = torch::empty({B, H, T, 2 * half}, x.options());
   const bool adjacent = layout == RopeLayout::interleaved;
   const float *c = cos.data_ptr<float>(), *s = sin.data_ptr<float>();
+  const int64_t s0 = x.stride(0), s1 = x.stride(1), s2 = x.stride(2);
+  const bool f32 = dt == torch::kFloat32;
+  const float* xf = f32 ? x.data_ptr<float>() : nullptr;
+  float* of = f32 ? out.data_ptr<float>() : nullptr;
+  const auto* xb = f32 ? nullptr : reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  auto* ob = f32 ? nullptr : reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   at::parallel_for(0, B * H * T, std::max<int64_t>(1, 8192 / half), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / (H * T), h = i / T % H, t = i % T;
-      const int64_t src = b * x.stride(0) + h * x.stride(1) + t * x.stride(2), tab = (b * T + t) * half;
-      if (dt == torch::kFloat32) {
-        kernels::rope_row_f32(x.data_ptr<float>() + src, c + tab, s + tab,
-                              out.data_ptr<float>() + i * 2 * half, half, adjacent);
+      const int64_t src = b * s0 + h * s1 + t * s2, tab = (b * T + t) * half, dst = i * 2 * half;
+      if (f32) {
+        kernels::rope_row_f32(xf + src, c + tab, s + tab, of + dst, half, adjacent);
       } else {
-        auto* xb = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-        auto* ob = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
-        kernels::rope_row_bf16(xb + src, c + tab, s + tab, ob + i * 2 * half, half, adjacent);
+        kernels::rope_row_bf16(xb + src, c + tab, s + tab, ob + dst, half, adjacent);
       }
     }
   });

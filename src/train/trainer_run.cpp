@@ -216,8 +216,8 @@ TrainResult run(const TrainConfig& cfg, const RunOptions& ro) {
     // bf16/fp16 runs compute the adapter's products in that dtype, as autocast does (the factors
     // and their optimizer states stay fp32).
     if (dtype != torch::kFloat32)
-      for (const auto& m : lm->modules(/*include_self=*/false))
-        if (auto* lin = dynamic_cast<peft::LinearImpl*>(m.get())) lin->set_lora_autocast(true);
+      peft::for_each_linear(*lm,
+                            [](const std::string&, peft::LinearImpl& lin) { lin.set_lora_autocast(true); });
     util::log_info("LoRA r=" + std::to_string(cfg.r) + " on " + std::to_string(inj.adapted.size()) +
                    " layers (" + util::join(lc.target_modules, ", ") + ")");
   } else {
