@@ -31,6 +31,23 @@ find_path(CLD2_INCLUDE_DIR NAMES cld2/public/compact_lang_det.h REQUIRED)
 
 if(DSFT_WITH_TORCH)
   find_package(Torch REQUIRED)
+  # at::parallel_for is a header template: it spreads work over threads only in code built with
+  # OpenMP (libtorch's own threads are OpenMP threads), otherwise our fused loops run on one core.
+  find_package(OpenMP COMPONENTS CXX)
+  # bf16 products call oneDNN directly when libtorch links it as a shared library (distribution
+  # builds such as Debian's; wheels carry a private copy, and a second one must not be loaded).
+  find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.hpp)
+  find_library(DNNL_LIBRARY dnnl)
+  find_library(TORCH_CPU_LIBRARY torch_cpu HINTS ${TORCH_INSTALL_PREFIX}/lib)
+  set(DSFT_ONEDNN OFF)
+  if(DNNL_INCLUDE_DIR AND DNNL_LIBRARY AND TORCH_CPU_LIBRARY AND CMAKE_OBJDUMP)
+    execute_process(COMMAND ${CMAKE_OBJDUMP} -p ${TORCH_CPU_LIBRARY} OUTPUT_VARIABLE torch_cpu_headers
+                    ERROR_QUIET)
+    if(torch_cpu_headers MATCHES "NEEDED +libdnnl\\.so")
+      set(DSFT_ONEDNN ON)
+    endif()
+  endif()
+  message(STATUS "dsft: direct oneDNN bf16 products: ${DSFT_ONEDNN}")
 endif()
 if(DSFT_TESTS)
   find_package(GTest REQUIRED)

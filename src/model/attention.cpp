@@ -1,6 +1,7 @@
 // Attention: the shared softmax(q kᵀ) v core (fp32 scores) and grouped-query attention as used
 // by llama and qwen2, with an optional KV cache.
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -23,6 +24,96 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch
   auto probs = torch::softmax(scores, -1).to(v.scalar_type());
   return torch::matmul(probs, v);
 }
+
+// Rows of D contiguous elements on a grid [A, H, L] of byte strides (outer, head, inner): row
+// r = a·L + l of the destination, at every head, takes row map[r] of the source grid (zeros
+// where map[r] < 0). The packed attention rows and their way back are both this copy.
+struct RowGrid {
+  char* base;
+  int64_t outer, head, inner, L;
+  char* row(int64_t r, int64_t h) const { return base + (r / L) * outer + h * head + (r % L) * inner; }
+};
+
+RowGrid grid(const torch::Tensor& t, int64_t outer_dim, int64_t inner_dim) {
+  const int64_t e = static_cast<int64_t>(t.element_size());
+  return {static_cast<char*>(t.data_ptr()), t.stride(outer_dim) * e, t.stride(inner_dim == 1 ? 2 : 1) * e,
+          t.stride(inner_dim) * e, t.size(inner_dim)};
+}
+
+void copy_rows(const RowGrid& dst, int64_t rows, const RowGrid& src, const int64_t* map, int64_t heads,
+               int64_t row_bytes) {
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t m = map[r];
+      for (int64_t h = 0; h < heads; ++h) {
+        char* d = dst.row(r, h);
+        if (m < 0) {
+          std::memset(d, 0, static_cast<size_t>(row_bytes));
+        } else {
+          std::memcpy(d, src.row(m, h), static_cast<size_t>(row_bytes));
+        }
+      }
+    }
+  });
+}
+
+torch::Tensor rows_contiguous(const torch::Tensor& t) {
+  return t.stride(3) == 1 ? t : t.contiguous();
+}
+
+// [B, H, T, D] (any strides) -> the packed rows [chunks, H, C, D]; free slots hold zeros. The
+// gradient goes back through the same copy with the token -> slot map.
+struct PackRowsFn : public torch::autograd::Function<PackRowsFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
+                               const torch::Tensor& source, const torch::Tensor& scatter, int64_t chunks,
+                               int64_t C) {
+    const torch::Tensor x = rows_contiguous(x_in);
+    const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
+    torch::Tensor y = torch::empty({chunks, H, C, D}, x.options());
+    copy_rows(grid(y, 0, 2), chunks * C, grid(x, 0, 2), source.data_ptr<int64_t>(), H, D * static_cast<int64_t>(x.element_size()));
+    ctx->save_for_backward({scatter});
+    ctx->saved_data["shape"] = std::vector<int64_t>{B, H, T, D};
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const torch::Tensor scatter = ctx->get_saved_variables()[0];
+    const std::vector<int64_t> shape = ctx->saved_data["shape"].toIntVector();
+    const torch::Tensor g = rows_contiguous(grad[0]);
+    torch::Tensor dx = torch::empty(shape, g.options());
+    copy_rows(grid(dx, 0, 2), shape[0] * shape[2], grid(g, 0, 2), scatter.data_ptr<int64_t>(), shape[1],
+              shape[3] * static_cast<int64_t>(g.element_size()));
+    return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// The packed rows' output [chunks, H, C, D] -> [B, T, H, D] in token order (what the output
+// projection reads); the gradient goes back with the slot -> token map, zeros in free slots.
+struct UnpackRowsFn : public torch::autograd::Function<UnpackRowsFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& y_in,
+                               const torch::Tensor& source, const torch::Tensor& scatter, int64_t B,
+                               int64_t T) {
+    const torch::Tensor y = rows_contiguous(y_in);
+    const int64_t chunks = y.size(0), H = y.size(1), C = y.size(2), D = y.size(3);
+    torch::Tensor out = torch::empty({B, T, H, D}, y.options());
+    copy_rows(grid(out, 0, 1), B * T, grid(y, 0, 2), scatter.data_ptr<int64_t>(), H, D * static_cast<int64_t>(y.element_size()));
+    ctx->save_for_backward({source});
+    ctx->saved_data["shape"] = std::vector<int64_t>{chunks, H, C, D};
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const torch::Tensor source = ctx->get_saved_variables()[0];
+    const std::vector<int64_t> shape = ctx->saved_data["shape"].toIntVector();
+    const torch::Tensor g = rows_contiguous(grad[0]);  // [B, T, H, D]
+    torch::Tensor dy = torch::empty(shape, g.options());
+    copy_rows(grid(dy, 0, 2), shape[0] * shape[2], grid(g, 0, 1), source.data_ptr<int64_t>(), shape[1],
+              shape[3] * static_cast<int64_t>(g.element_size()));
+    return {dy, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -62,6 +153,7 @@ std::optional<SpanPacking> pack_spans(const std::vector<Span>& spans, int64_t B,
   pack(best_cap, row_of, fill);
   const int64_t C = best_cap, chunks = static_cast<int64_t>(fill.size());
   std::vector<int64_t> gather(static_cast<size_t>(chunks * C), 0), scatter(static_cast<size_t>(B * T), 0);
+  std::vector<int64_t> source(static_cast<size_t>(chunks * C), -1);
   std::vector<int64_t> record(static_cast<size_t>(chunks * C), -1);  // span index in each slot
   std::vector<int64_t> used(static_cast<size_t>(chunks), 0);
   for (size_t i = 0; i < spans.size(); ++i) {
@@ -70,6 +162,7 @@ std::optional<SpanPacking> pack_spans(const std::vector<Span>& spans, int64_t B,
     for (int64_t j = 0; j < s.length; ++j) {
       const int64_t slot = r * C + used[static_cast<size_t>(r)] + j, token = s.row * T + s.begin + j;
       gather[static_cast<size_t>(slot)] = token;
+      source[static_cast<size_t>(slot)] = token;
       scatter[static_cast<size_t>(token)] = slot;
       record[static_cast<size_t>(slot)] = static_cast<int64_t>(i);
     }
@@ -89,6 +182,7 @@ std::optional<SpanPacking> pack_spans(const std::vector<Span>& spans, int64_t B,
   p.chunks = chunks;
   p.length = C;
   p.gather = torch::tensor(gather, i64).to(device);
+  p.source = torch::tensor(source, i64);
   p.scatter = torch::tensor(scatter, i64).to(device);
   p.blocked = blocked.to(device);
   return p;
@@ -102,6 +196,12 @@ torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, con
   // outputs are gathered back to the token order (both gathers' backward is one index_add).
   const SpanPacking& p = *ctx.packing;
   const int64_t B = q.size(0), T = q.size(2);
+  if (q.device().is_cpu() && p.source.defined()) {
+    // One copy each way per tensor, straight between the layouts.
+    auto rows = [&](const torch::Tensor& x) { return PackRowsFn::apply(x, p.source, p.scatter, p.chunks, p.length); };
+    auto out = attend(rows(q), rows(k), rows(v), p.blocked, scale);              // [chunks, H, C, Dv]
+    return UnpackRowsFn::apply(out, p.source, p.scatter, B, T).transpose(1, 2);  // [B, H, T, Dv]
+  }
   auto to_rows = [&](const torch::Tensor& x) {  // [B, H, T, D] -> [chunks, H, C, D]
     const int64_t H = x.size(1), D = x.size(3);
     return x.transpose(0, 1)

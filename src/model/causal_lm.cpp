@@ -145,9 +145,12 @@ torch::Tensor CausalLMImpl::hidden_states(const torch::Tensor& input_ids, const 
   return model->norm->forward(h);
 }
 
+torch::Tensor CausalLMImpl::head(const torch::Tensor& hidden) {
+  return lm_head ? lm_head->forward(hidden) : F::linear(hidden, model->embed_tokens->weight);
+}
+
 torch::Tensor CausalLMImpl::logits(const torch::Tensor& hidden) {
-  auto out = lm_head ? lm_head->forward(hidden) : F::linear(hidden, model->embed_tokens->weight);
-  return out.to(torch::kFloat32);
+  return head(hidden).to(torch::kFloat32);
 }
 
 torch::Tensor CausalLMImpl::forward(const torch::Tensor& input_ids, const ForwardOptions& options) {

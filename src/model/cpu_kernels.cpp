@@ -5,6 +5,8 @@
 #include "model/cpu_kernels.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstring>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -65,7 +67,50 @@ inline float sigmoid(float x) {
   return 1.0f / (1.0f + exp_approx(-x));
 }
 
+template <class Load>
+inline LogSumExp logsumexp_impl(Load load, int64_t n) {
+  constexpr int kLanes = 16;  // independent accumulators, so that the sums vectorise
+  float lane[kLanes];
+  for (float& l : lane) l = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] = std::max(lane[l], load(i + l));
+  float mx = -std::numeric_limits<float>::infinity();
+  for (float l : lane) mx = std::max(mx, l);
+  for (; i < n; ++i) mx = std::max(mx, load(i));
+  if (mx == -std::numeric_limits<float>::infinity()) return {mx, 0.0f};  // every logit -inf
+  for (float& l : lane) l = 0.0f;
+  float tail = 0.0f;
+  i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] += exp_approx(load(i + l) - mx);
+  for (; i < n; ++i) tail += exp_approx(load(i) - mx);
+  float sum = tail;
+  for (float l : lane) sum += l;
+  // A NaN logit is passed over by max() but not by the sum: it reaches the result.
+  return {mx, std::log(sum)};
+}
+
 }  // namespace
+
+DSFT_KERNEL LogSumExp logsumexp_f32(const float* x, int64_t n) {
+  return logsumexp_impl([x](int64_t i) { return x[i]; }, n);
+}
+
+DSFT_KERNEL LogSumExp logsumexp_bf16(const uint16_t* x, int64_t n) {
+  return logsumexp_impl([x](int64_t i) { return bf16_load(x[i]); }, n);
+}
+
+DSFT_KERNEL void xent_grad_f32(const float* x, LogSumExp lse, int64_t target, float scale, float* g, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) g[j] = exp_approx((x[j] - lse.max) - lse.log_sum) * scale;
+  g[target] = (exp_approx((x[target] - lse.max) - lse.log_sum) - 1.0f) * scale;
+}
+
+DSFT_KERNEL void xent_grad_bf16(const uint16_t* x, LogSumExp lse, int64_t target, float scale, uint16_t* g,
+                                int64_t n) {
+  for (int64_t j = 0; j < n; ++j) g[j] = bf16_store(exp_approx((bf16_load(x[j]) - lse.max) - lse.log_sum) * scale);
+  g[target] = bf16_store((exp_approx((bf16_load(x[target]) - lse.max) - lse.log_sum) - 1.0f) * scale);
+}
 
 DSFT_KERNEL void swiglu_forward_f32(const float* g, const float* u, float* y, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) y[i] = g[i] * sigmoid(g[i]) * u[i];

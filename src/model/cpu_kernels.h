@@ -1,5 +1,5 @@
-// Element-wise CPU loops fused for training on the CPU: SwiGLU forward/backward and the RoPE
-// rotation, on fp32 or bf16 (raw bits) arrays. Each call handles a sub-range, so that callers
+// Element-wise CPU loops fused for training on the CPU: SwiGLU forward/backward, the RoPE
+// rotation and the cross-entropy of a row of logits, on fp32 or bf16 (raw bits) arrays. Each call handles a sub-range, so that callers
 // split the work with at::parallel_for. Built once per instruction set (AVX-512, AVX2, baseline)
 // and picked at load time; the arithmetic is fp32 without fused multiply-adds, rounding to bf16
 // where the equivalent tensor ops round.
@@ -23,5 +23,19 @@ void rope_row_f32(const float* x, const float* cos, const float* sin, float* out
                   bool adjacent);
 void rope_row_bf16(const uint16_t* x, const float* cos, const float* sin, uint16_t* out, int64_t half,
                    bool adjacent);
+
+// Cross-entropy over one row of n logits: log Σ exp(x) as the row's maximum and the log of the
+// shifted sum (kept apart so that x - max, exact for nearby values, is taken before the small
+// term; summed in fp32; a NaN logit gives NaN, as in log_softmax).
+struct LogSumExp {
+  float max;
+  float log_sum;
+};
+LogSumExp logsumexp_f32(const float* x, int64_t n);
+LogSumExp logsumexp_bf16(const uint16_t* x, int64_t n);
+// Its gradient times `scale`: g = (exp(x - max - log_sum) - [j == target]) · scale, in the logits'
+// format.
+void xent_grad_f32(const float* x, LogSumExp lse, int64_t target, float scale, float* g, int64_t n);
+void xent_grad_bf16(const uint16_t* x, LogSumExp lse, int64_t target, float scale, uint16_t* g, int64_t n);
 
 }  // namespace dsft::model::kernels

@@ -9,6 +9,7 @@
 #include <ostream>
 #include <string>
 
+#include "dsft/peft/matmul.h"
 #include "dsft/util/error.h"
 
 namespace dsft::peft {
@@ -153,9 +154,9 @@ struct LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
     const int64_t in = weight.size(1), out = weight.size(0);
     const torch::Tensor x = input.reshape({-1, in});  // [N, in]
     const torch::Tensor a = lora_a.to(dt), b = lora_b.to(dt);
-    const torch::Tensor mid = torch::mm(x, a.t()).mul_(scale);  // [N, r]
-    torch::Tensor y = torch::mm(x, weight.t());
-    y.addmm_(mid, b.t());  // [N, out]
+    const torch::Tensor mid = peft::product(x, a.t(), scale);  // [N, r]
+    torch::Tensor y = peft::product(x, weight.t());
+    peft::add_product_(y, mid, b.t());  // [N, out]
     ctx->save_for_backward({x, weight, a, b, mid});
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["lora_dtype"] = static_cast<int64_t>(lora_a.scalar_type());
@@ -171,17 +172,17 @@ struct LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
     const double scale = ctx->saved_data["scale"].toDouble();
     const auto lora_dtype = static_cast<torch::Dtype>(ctx->saved_data["lora_dtype"].toInt());
     const torch::Tensor dy = grad_outputs[0].reshape({-1, weight.size(0)}).to(x.scalar_type());  // [N, out]
-    const torch::Tensor dmid = torch::mm(dy, b).mul_(scale);                                   // [N, r]
+    const torch::Tensor dmid = peft::product(dy, b, scale);                                           // [N, r]
     torch::Tensor dx;
     if (ctx->needs_input_grad(0)) {
-      dx = torch::mm(dy, weight);
-      dx.addmm_(dmid, a);
+      dx = peft::product(dy, weight);
+      peft::add_product_(dx, dmid, a);
       std::vector<int64_t> sizes = grad_outputs[0].sizes().vec();
       sizes.back() = weight.size(1);
       dx = dx.view(sizes);
     }
-    torch::Tensor da = torch::mm(dmid.t(), x).to(lora_dtype);  // [r, in]
-    torch::Tensor db = torch::mm(dy.t(), mid).to(lora_dtype);  // [out, r]
+    torch::Tensor da = peft::product(dmid.t(), x).to(lora_dtype);  // [r, in]
+    torch::Tensor db = peft::product(dy.t(), mid).to(lora_dtype);  // [out, r]
     return {dx, torch::Tensor(), da, db, torch::Tensor()};
   }
 };

@@ -9,6 +9,7 @@
 #include "dsft/io/safetensors.h"
 #include "dsft/util/error.h"
 #include "dsft/util/strings.h"
+#include "train/adamw_kernel.h"
 
 namespace dsft::train {
 namespace {
@@ -79,19 +80,40 @@ void AdamW::step(double grad_multiplier) {
     // The fp32 tensor that is updated: the parameter itself, or its master copy.
     torch::Tensor param = s.master.defined() ? s.master : slot.p.param.detach();
     torch::Tensor grad = grad_in.scalar_type() == torch::kFloat32 ? grad_in : grad_in.to(torch::kFloat32);
-    if (grad_multiplier != 1.0) grad = grad * grad_multiplier;
 
     s.step += 1;
-    if (slot.weight_decay != 0.0) param.mul_(1 - lr * slot.weight_decay);
-    s.exp_avg.mul_(beta1).add_(grad, 1 - beta1);
-    s.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
     const double step = static_cast<double>(s.step);
     const double bias_correction1 = 1 - std::pow(beta1, step);
     const double bias_correction2 = 1 - std::pow(beta2, step);
     const double step_size = lr / bias_correction1;
     const double bias_correction2_sqrt = std::sqrt(bias_correction2);
-    torch::Tensor denom = (s.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps);
-    param.addcdiv_(s.exp_avg, denom, -step_size);
+    if (param.device().is_cpu() && param.scalar_type() == torch::kFloat32 && param.is_contiguous() &&
+        grad.device().is_cpu() && grad.is_contiguous() && grad.sizes() == param.sizes() &&
+        s.exp_avg.is_contiguous() && s.exp_avg_sq.is_contiguous()) {
+      // The same arithmetic in one pass (the loop below is the reference it follows).
+      const kernels::AdamWScalars k{static_cast<float>(grad_multiplier),
+                                    static_cast<float>(1 - lr * slot.weight_decay),
+                                    static_cast<float>(beta1),
+                                    static_cast<float>(1 - beta1),
+                                    static_cast<float>(beta2),
+                                    static_cast<float>(1 - beta2),
+                                    static_cast<float>(bias_correction2_sqrt),
+                                    static_cast<float>(eps),
+                                    static_cast<float>(-step_size)};
+      float* pp = param.data_ptr<float>();
+      const float* gp = grad.data_ptr<float>();
+      float *mp = s.exp_avg.data_ptr<float>(), *vp = s.exp_avg_sq.data_ptr<float>();
+      at::parallel_for(0, param.numel(), 32768, [&](int64_t begin, int64_t end) {
+        kernels::adamw_f32(pp, gp, mp, vp, k, begin, end);
+      });
+    } else {
+      if (grad_multiplier != 1.0) grad = grad * grad_multiplier;
+      if (slot.weight_decay != 0.0) param.mul_(1 - lr * slot.weight_decay);
+      s.exp_avg.mul_(beta1).add_(grad, 1 - beta1);
+      s.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+      torch::Tensor denom = (s.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps);
+      param.addcdiv_(s.exp_avg, denom, -step_size);
+    }
     if (s.master.defined()) slot.p.param.detach().copy_(s.master);
   }
 }

@@ -7,11 +7,11 @@
 
 #include <cmath>
 
+#include "dsft/model/loss.h"
 #include "dsft/train/checkpoint.h"
 #include "dsft/util/error.h"
 
 namespace dsft::train {
-namespace F = torch::nn::functional;
 
 peft::LoraConfig lora_config_from(const TrainConfig& cfg) {
   peft::LoraConfig lc;
@@ -94,9 +94,8 @@ double loss_sum(model::CausalLMImpl& m, const BatchTensors& b, const LossOptions
   const int64_t chunk = std::max<int64_t>(1, o.chunk_tokens);
   for (int64_t i = 0; i < N; i += chunk) {
     const int64_t c = std::min(chunk, N - i);
-    torch::Tensor logits = m.logits(hd.narrow(0, i, c));  // fp32 [c, V]
-    torch::Tensor ce = F::cross_entropy(logits, targets.narrow(0, i, c),
-                                        F::CrossEntropyFuncOptions().reduction(torch::kSum));
+    // Logits in the model's dtype; the loss reads them in fp32 (model::cross_entropy_sum).
+    torch::Tensor ce = model::cross_entropy_sum(m.head(hd.narrow(0, i, c)), targets.narrow(0, i, c));
     total += ce.item<double>();
     if (training && ce.requires_grad()) (ce * *backward_scale).backward();
   }

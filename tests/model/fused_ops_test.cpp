@@ -1,5 +1,5 @@
-// The fused CPU paths against the tensor-op formulas they replace: RMSNorm, SwiGLU and the RoPE
-// rotation (values and gradients, fp64/fp32/bf16), and attention over packed records regrouped by
+// The fused CPU paths against the tensor-op formulas they replace: RMSNorm, SwiGLU, the RoPE
+// rotation and the summed cross-entropy (values and gradients, fp64/fp32/bf16), and attention over packed records regrouped by
 // pack_spans() against the block-diagonal document mask, for every model family (logits and
 // gradients, rows with padding, records of every length).
 #include <gtest/gtest.h>
@@ -9,6 +9,7 @@
 #include "dsft/model/causal_lm.h"
 #include "dsft/model/commands.h"
 #include "dsft/model/layers.h"
+#include "dsft/model/loss.h"
 #include "dsft/model/registry.h"
 #include "dsft/model/rope.h"
 #include "dsft/peft/inject.h"
@@ -152,6 +153,51 @@ TEST(FusedOps, RopeRotationMatchesTheFormulaWithGradients) {
       EXPECT_LE(max_rel(xr.grad(), x64.grad()), tol);
     }
   }
+}
+
+// The fused cross-entropy against log_softmax + nll in fp64 on the same (rounded) logits: value
+// and logit gradient (times an upstream scale), row widths that leave tails, logits spread wide
+// enough that an unshifted exp would overflow, and the gradient in the logits' dtype.
+TEST(FusedOps, CrossEntropySumMatchesTheFormulaWithGradients) {
+  torch::manual_seed(11);
+  for (const auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    for (const int64_t V : {1, 15, 17, 1000, 8192}) {
+      for (const double spread : {1.0, 30.0}) {
+        const int64_t N = 23;
+        const torch::Tensor logits = (torch::randn({N, V}) * spread + 50.0).to(dt);
+        const torch::Tensor targets = torch::randint(0, V, {N}, torch::kInt64);
+        auto x = logits.clone().requires_grad_(true);
+        const torch::Tensor loss = cross_entropy_sum(x, targets);
+        EXPECT_EQ(loss.scalar_type(), torch::kFloat32);
+        (loss * 0.37).backward();
+        EXPECT_EQ(x.grad().scalar_type(), dt);
+
+        auto ref_x = logits.to(torch::kFloat64).requires_grad_(true);
+        const torch::Tensor logp = torch::log_softmax(ref_x, 1);
+        const torch::Tensor ref = -logp.gather(1, targets.unsqueeze(1)).sum();
+        (ref * 0.37).backward();
+        const double want = ref.item<double>();
+        EXPECT_NEAR(loss.item<double>(), want, 1e-6 * std::max(1.0, std::abs(want)))
+            << "dtype " << dt << " V " << V << " spread " << spread;
+        // fp32 arithmetic, then (bf16) one rounding of the gradient.
+        const double tol = dt == torch::kBFloat16 ? 8e-3 : 2e-6;
+        EXPECT_LT((x.grad().to(torch::kFloat64) - ref_x.grad()).abs().max().item<double>(), tol * 0.37)
+            << "dtype " << dt << " V " << V << " spread " << spread;
+      }
+    }
+  }
+}
+
+TEST(FusedOps, CrossEntropySumPassesNanAndRejectsBadTargets) {
+  torch::Tensor x = torch::zeros({2, 40});
+  x[1][33] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(cross_entropy_sum(x, torch::tensor({3, 5}, torch::kInt64)).item<double>()));
+  EXPECT_TRUE(std::isnan(cross_entropy_sum(x.to(torch::kBFloat16), torch::tensor({3, 5}, torch::kInt64))
+                             .item<double>()));
+  EXPECT_NEAR(cross_entropy_sum(x.narrow(0, 0, 1), torch::tensor({7}, torch::kInt64)).item<double>(),
+              std::log(40.0), 1e-6);
+  EXPECT_THROW(cross_entropy_sum(x, torch::tensor({3, 40}, torch::kInt64)), dsft::Error);
+  EXPECT_THROW(cross_entropy_sum(x, torch::tensor({-1, 0}, torch::kInt64)), dsft::Error);
 }
 
 TEST(FusedOps, PackSpansPutsEveryRecordWholeInOneRow) {

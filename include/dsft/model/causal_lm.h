@@ -59,6 +59,8 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor hidden_states(const torch::Tensor& input_ids, const ForwardOptions& options = {});
   // hidden [.., hidden] -> fp32 logits (tied embeddings reuse embed_tokens.weight).
   torch::Tensor logits(const torch::Tensor& hidden);
+  // The same in the model's dtype (for losses that read low-precision logits directly).
+  torch::Tensor head(const torch::Tensor& hidden);
 
   const ModelConfig& config() const { return config_; }
   const Rope& rope() const { return *rope_; }

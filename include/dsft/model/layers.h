@@ -213,6 +213,7 @@ struct SpanPacking {
   int64_t chunks = 0;
   int64_t length = 0;
   torch::Tensor gather;   // int64 [chunks * length]: the token (b·T + t) in each slot (free slots: 0)
+  torch::Tensor source;   // int64 [chunks * length], CPU: the same with -1 for free slots
   torch::Tensor scatter;  // int64 [B·T]: the slot holding each token
   torch::Tensor blocked;  // bool [chunks, 1, length, length]: true = may not attend
 };
