@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "dsft/model/layers.h"
+#include "model/cpu_kernels.h"
 
 namespace dsft::model {
 
@@ -13,8 +14,91 @@ namespace {
 
 // softmax(q kᵀ · scale) v where `blocked` (bool, broadcast to the scores) is false; scores in the
 // compute dtype, then fp32 (fp64 for fp64) for the softmax.
+// softmax(scores · scale) with `blocked` positions left out, as one node on the CPU for fp32 and
+// bf16 scores (kernels::masked_softmax_*): fp32 arithmetic, the fp32 probabilities kept for the
+// backward, the output in the scores' dtype. scores [N, H, Tq, S] contiguous; blocked bool
+// [N|1, 1, Tq, S] contiguous, or empty for no mask.
+struct MaskedSoftmaxFn : public torch::autograd::Function<MaskedSoftmaxFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& scores,
+                               const torch::Tensor& blocked, double scale) {
+    const int64_t N = scores.size(0), H = scores.size(1), Tq = scores.size(2), S = scores.size(3);
+    torch::Tensor p32 = torch::empty(scores.sizes(), scores.options().dtype(torch::kFloat32));
+    const bool bf16 = scores.scalar_type() == torch::kBFloat16;
+    torch::Tensor out = bf16 ? torch::empty_like(scores) : p32;
+    const bool* mask = blocked.numel() > 0 ? blocked.data_ptr<bool>() : nullptr;
+    const bool per_batch = mask && blocked.size(0) == N && N > 1;
+    const float sc = static_cast<float>(scale);
+    at::parallel_for(0, N * H * Tq, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t n = r / (H * Tq), t = r % Tq;
+        const bool* m = mask ? mask + ((per_batch ? n : 0) * Tq + t) * S : nullptr;
+        float* p = p32.data_ptr<float>() + r * S;
+        if (bf16) {
+          kernels::masked_softmax_bf16(bits(scores) + r * S, m, sc, p, bits(out) + r * S, S);
+        } else {
+          kernels::masked_softmax_f32(scores.data_ptr<float>() + r * S, m, sc, p, p, S);
+        }
+      }
+    });
+    ctx->save_for_backward({p32, blocked});
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["bf16"] = bf16;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &p32 = saved[0], &blocked = saved[1];
+    const bool bf16 = ctx->saved_data["bf16"].toBool();
+    const float sc = static_cast<float>(ctx->saved_data["scale"].toDouble());
+    const int64_t N = p32.size(0), H = p32.size(1), Tq = p32.size(2), S = p32.size(3);
+    const torch::Tensor dp = grad[0].to(bf16 ? torch::kBFloat16 : torch::kFloat32).contiguous();
+    torch::Tensor dx = torch::empty_like(dp);
+    const bool* mask = blocked.numel() > 0 ? blocked.data_ptr<bool>() : nullptr;
+    const bool per_batch = mask && blocked.size(0) == N && N > 1;
+    at::parallel_for(0, N * H * Tq, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t n = r / (H * Tq), t = r % Tq;
+        const bool* m = mask ? mask + ((per_batch ? n : 0) * Tq + t) * S : nullptr;
+        const float* p = p32.data_ptr<float>() + r * S;
+        if (bf16) {
+          kernels::masked_softmax_grad_bf16(p, bits(dp) + r * S, m, sc, bits(dx) + r * S, S);
+        } else {
+          kernels::masked_softmax_grad_f32(p, dp.data_ptr<float>() + r * S, m, sc,
+                                           dx.data_ptr<float>() + r * S, S);
+        }
+      }
+    });
+    return {dx, torch::Tensor(), torch::Tensor()};
+  }
+
+  static uint16_t* bits(const torch::Tensor& t) {
+    return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
+  }
+};
+
+bool fused_softmax_ok(const torch::Tensor& scores, const torch::Tensor& v, const torch::Tensor& blocked) {
+  const auto dt = scores.scalar_type();
+  if (!scores.device().is_cpu() || (dt != torch::kFloat32 && dt != torch::kBFloat16) ||
+      v.scalar_type() != dt || scores.dim() != 4 || !scores.is_contiguous())
+    return false;
+  if (!blocked.defined()) return true;
+  return blocked.scalar_type() == torch::kBool && blocked.dim() == 4 && blocked.is_contiguous() &&
+         blocked.size(1) == 1 && blocked.size(2) == scores.size(2) && blocked.size(3) == scores.size(3) &&
+         (blocked.size(0) == 1 || blocked.size(0) == scores.size(0));
+}
+
 torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                      const torch::Tensor& blocked, double scale) {
+  {
+    const torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1));
+    if (fused_softmax_ok(scores, v, blocked)) {
+      // An autograd function takes defined tensors only: no mask is an empty one.
+      const torch::Tensor mask = blocked.defined() ? blocked : torch::empty({0}, torch::kBool);
+      return torch::matmul(MaskedSoftmaxFn::apply(scores, mask, scale), v);
+    }
+  }
   auto scores = torch::matmul(q, k.transpose(-2, -1)).to(accumulation_dtype(q.scalar_type())) * scale;
   if (blocked.defined()) {
     // The lowest finite value, not -inf: a fully masked row (a padding query) then gives a
@@ -70,7 +154,8 @@ struct PackRowsFn : public torch::autograd::Function<PackRowsFn> {
     const torch::Tensor x = rows_contiguous(x_in);
     const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
     torch::Tensor y = torch::empty({chunks, H, C, D}, x.options());
-    copy_rows(grid(y, 0, 2), chunks * C, grid(x, 0, 2), source.data_ptr<int64_t>(), H, D * static_cast<int64_t>(x.element_size()));
+    copy_rows(grid(y, 0, 2), chunks * C, grid(x, 0, 2), source.data_ptr<int64_t>(), H,
+              D * static_cast<int64_t>(x.element_size()));
     ctx->save_for_backward({scatter});
     ctx->saved_data["shape"] = std::vector<int64_t>{B, H, T, D};
     return y;
@@ -97,7 +182,8 @@ struct UnpackRowsFn : public torch::autograd::Function<UnpackRowsFn> {
     const torch::Tensor y = rows_contiguous(y_in);
     const int64_t chunks = y.size(0), H = y.size(1), C = y.size(2), D = y.size(3);
     torch::Tensor out = torch::empty({B, T, H, D}, y.options());
-    copy_rows(grid(out, 0, 1), B * T, grid(y, 0, 2), scatter.data_ptr<int64_t>(), H, D * static_cast<int64_t>(y.element_size()));
+    copy_rows(grid(out, 0, 1), B * T, grid(y, 0, 2), scatter.data_ptr<int64_t>(), H,
+              D * static_cast<int64_t>(y.element_size()));
     ctx->save_for_backward({source});
     ctx->saved_data["shape"] = std::vector<int64_t>{chunks, H, C, D};
     return out;
@@ -198,7 +284,9 @@ torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, con
   const int64_t B = q.size(0), T = q.size(2);
   if (q.device().is_cpu() && p.source.defined()) {
     // One copy each way per tensor, straight between the layouts.
-    auto rows = [&](const torch::Tensor& x) { return PackRowsFn::apply(x, p.source, p.scatter, p.chunks, p.length); };
+    auto rows = [&](const torch::Tensor& x) {
+      return PackRowsFn::apply(x, p.source, p.scatter, p.chunks, p.length);
+    };
     auto out = attend(rows(q), rows(k), rows(v), p.blocked, scale);              // [chunks, H, C, Dv]
     return UnpackRowsFn::apply(out, p.source, p.scatter, B, T).transpose(1, 2);  // [B, H, T, Dv]
   }

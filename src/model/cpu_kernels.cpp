@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <cstring>
+#include <limits>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define DSFT_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -91,7 +91,68 @@ inline LogSumExp logsumexp_impl(Load load, int64_t n) {
   return {mx, std::log(sum)};
 }
 
+template <class Load, class Store>
+inline void masked_softmax_impl(Load load, const bool* blocked, float scale, float* p32, Store store,
+                                int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  int64_t open = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const bool b = blocked && blocked[j];
+    const float x = load(j) * scale;
+    p32[j] = x;
+    if (!b) mx = std::max(mx, x), ++open;
+  }
+  if (open == 0) {  // every position blocked: the uniform distribution (as a masked_fill + softmax)
+    for (int64_t j = 0; j < n; ++j) p32[j] = 1.0f / static_cast<float>(n), store(j, p32[j]);
+    return;
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float e = (blocked && blocked[j]) ? 0.0f : exp_approx(p32[j] - mx);
+    p32[j] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < n; ++j) {
+    p32[j] *= inv;
+    store(j, p32[j]);
+  }
+}
+
+template <class Load, class Store>
+inline void masked_softmax_grad_impl(const float* p, Load dp, const bool* blocked, float scale, Store store,
+                                     int64_t n) {
+  float dot = 0.0f;
+  for (int64_t j = 0; j < n; ++j) dot += p[j] * dp(j);
+  for (int64_t j = 0; j < n; ++j) store(j, (blocked && blocked[j]) ? 0.0f : p[j] * (dp(j) - dot) * scale);
+}
+
 }  // namespace
+
+DSFT_KERNEL void masked_softmax_f32(const float* x, const bool* blocked, float scale, float* p32, float* out,
+                                    int64_t n) {
+  masked_softmax_impl([x](int64_t j) { return x[j]; }, blocked, scale, p32,
+                      [out](int64_t j, float v) { out[j] = v; }, n);
+}
+
+DSFT_KERNEL void masked_softmax_bf16(const uint16_t* x, const bool* blocked, float scale, float* p32,
+                                     uint16_t* out, int64_t n) {
+  masked_softmax_impl([x](int64_t j) { return bf16_load(x[j]); }, blocked, scale, p32,
+                      [out](int64_t j, float v) { out[j] = bf16_store(v); }, n);
+}
+
+DSFT_KERNEL void masked_softmax_grad_f32(const float* p32, const float* dp, const bool* blocked, float scale,
+                                         float* dx, int64_t n) {
+  masked_softmax_grad_impl(
+      p32, [dp](int64_t j) { return dp[j]; }, blocked, scale, [dx](int64_t j, float v) { dx[j] = v; }, n);
+}
+
+DSFT_KERNEL void masked_softmax_grad_bf16(const float* p32, const uint16_t* dp, const bool* blocked,
+                                          float scale, uint16_t* dx, int64_t n) {
+  masked_softmax_grad_impl(
+      p32, [dp](int64_t j) { return bf16_load(dp[j]); }, blocked, scale,
+      [dx](int64_t j, float v) { dx[j] = bf16_store(v); }, n);
+}
 
 DSFT_KERNEL LogSumExp logsumexp_f32(const float* x, int64_t n) {
   return logsumexp_impl([x](int64_t i) { return x[i]; }, n);
@@ -101,14 +162,16 @@ DSFT_KERNEL LogSumExp logsumexp_bf16(const uint16_t* x, int64_t n) {
   return logsumexp_impl([x](int64_t i) { return bf16_load(x[i]); }, n);
 }
 
-DSFT_KERNEL void xent_grad_f32(const float* x, LogSumExp lse, int64_t target, float scale, float* g, int64_t n) {
+DSFT_KERNEL void xent_grad_f32(const float* x, LogSumExp lse, int64_t target, float scale, float* g,
+                               int64_t n) {
   for (int64_t j = 0; j < n; ++j) g[j] = exp_approx((x[j] - lse.max) - lse.log_sum) * scale;
   g[target] = (exp_approx((x[target] - lse.max) - lse.log_sum) - 1.0f) * scale;
 }
 
 DSFT_KERNEL void xent_grad_bf16(const uint16_t* x, LogSumExp lse, int64_t target, float scale, uint16_t* g,
                                 int64_t n) {
-  for (int64_t j = 0; j < n; ++j) g[j] = bf16_store(exp_approx((bf16_load(x[j]) - lse.max) - lse.log_sum) * scale);
+  for (int64_t j = 0; j < n; ++j)
+    g[j] = bf16_store(exp_approx((bf16_load(x[j]) - lse.max) - lse.log_sum) * scale);
   g[target] = bf16_store((exp_approx((bf16_load(x[target]) - lse.max) - lse.log_sum) - 1.0f) * scale);
 }
 

@@ -1,8 +1,8 @@
 // Element-wise CPU loops fused for training on the CPU: SwiGLU forward/backward, the RoPE
-// rotation and the cross-entropy of a row of logits, on fp32 or bf16 (raw bits) arrays. Each call handles a sub-range, so that callers
-// split the work with at::parallel_for. Built once per instruction set (AVX-512, AVX2, baseline)
-// and picked at load time; the arithmetic is fp32 without fused multiply-adds, rounding to bf16
-// where the equivalent tensor ops round.
+// rotation and the cross-entropy of a row of logits, on fp32 or bf16 (raw bits) arrays. Each call handles a
+// sub-range, so that callers split the work with at::parallel_for. Built once per instruction set (AVX-512,
+// AVX2, baseline) and picked at load time; the arithmetic is fp32 without fused multiply-adds, rounding to
+// bf16 where the equivalent tensor ops round.
 #pragma once
 #include <cstdint>
 
@@ -37,5 +37,17 @@ LogSumExp logsumexp_bf16(const uint16_t* x, int64_t n);
 // format.
 void xent_grad_f32(const float* x, LogSumExp lse, int64_t target, float scale, float* g, int64_t n);
 void xent_grad_bf16(const uint16_t* x, LogSumExp lse, int64_t target, float scale, uint16_t* g, int64_t n);
+
+// One row of n attention scores: p = softmax(x · scale) over the positions not blocked (zero where
+// blocked; uniform over the row when every position is). p32 is fp32 (what the backward reads),
+// out is in the scores' format (it may be p32 itself for fp32).
+void masked_softmax_f32(const float* x, const bool* blocked, float scale, float* p32, float* out, int64_t n);
+void masked_softmax_bf16(const uint16_t* x, const bool* blocked, float scale, float* p32, uint16_t* out,
+                         int64_t n);
+// Its gradient: dx = p · (dp − Σ p·dp) · scale, zero where blocked, in dp's format.
+void masked_softmax_grad_f32(const float* p32, const float* dp, const bool* blocked, float scale, float* dx,
+                             int64_t n);
+void masked_softmax_grad_bf16(const float* p32, const uint16_t* dp, const bool* blocked, float scale,
+                              uint16_t* dx, int64_t n);
 
 }  // namespace dsft::model::kernels

@@ -200,6 +200,49 @@ TEST(FusedOps, CrossEntropySumPassesNanAndRejectsBadTargets) {
   EXPECT_THROW(cross_entropy_sum(x, torch::tensor({-1, 0}, torch::kInt64)), dsft::Error);
 }
 
+// The fused masked softmax of the attention core (fp32 and bf16) against softmax(q kᵀ · scale) v
+// in fp64 on the same inputs: no mask, one causal mask for every row, a mask per batch row with a
+// fully masked query (uniform, as masked_fill + softmax gives it); values and q, k, v gradients.
+TEST(FusedOps, AttentionSoftmaxMatchesTheFormulaWithGradients) {
+  torch::manual_seed(5);
+  const int64_t B = 2, H = 3, T = 7, D = 5;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const torch::Tensor causal = torch::ones({T, T}, torch::kBool).tril().view({1, 1, T, T});
+  torch::Tensor per_row = torch::rand({B, 1, T, T}).gt(0.4).logical_and(causal);
+  per_row[1][0][3].fill_(false);  // a query that may attend nowhere
+  for (const auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    for (const torch::Tensor& mask : {torch::Tensor(), causal, per_row}) {
+      const torch::Tensor q0 = torch::randn({B, H, T, D}).to(dt), k0 = torch::randn({B, H, T, D}).to(dt),
+                          v0 = torch::randn({B, H, T, D}).to(dt), probe = torch::randn({B, H, T, D}, torch::kFloat64);
+      auto run = [&](const torch::Tensor& qi, const torch::Tensor& ki, const torch::Tensor& vi, bool reference) {
+        auto q = qi.detach().clone().requires_grad_(true), k = ki.detach().clone().requires_grad_(true),
+             v = vi.detach().clone().requires_grad_(true);
+        torch::Tensor out;
+        if (reference) {
+          auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
+          if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), std::numeric_limits<double>::lowest());
+          out = torch::matmul(torch::softmax(scores, -1), v);
+        } else {
+          AttentionContext ctx;
+          ctx.mask = mask;
+          out = attention_core(q, k, v, ctx, scale);
+        }
+        (out.to(torch::kFloat64) * probe).sum().backward();
+        return std::vector<torch::Tensor>{out.detach(), q.grad(), k.grad(), v.grad()};
+      };
+      const auto got = run(q0, k0, v0, false);
+      const auto want = run(q0.to(torch::kFloat64), k0.to(torch::kFloat64), v0.to(torch::kFloat64), true);
+      const double tol = dt == torch::kBFloat16 ? 3e-2 : 2e-6;
+      const char* names[] = {"output", "dq", "dk", "dv"};
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i].scalar_type(), dt) << names[i];
+        EXPECT_LT(max_rel(got[i], want[i]), tol) << names[i] << ", dtype " << dt << ", mask "
+                                                 << (mask.defined() ? mask.size(0) : 0);
+      }
+    }
+  }
+}
+
 TEST(FusedOps, PackSpansPutsEveryRecordWholeInOneRow) {
   // Two rows of 128: records of 20, 12, 30, 18, 26 (+ 22 padding) and 40, 24, 30, 34.
   std::vector<Span> spans = {{0, 0, 20},   {0, 20, 12}, {0, 32, 30}, {0, 62, 18}, {0, 80, 26},
