@@ -155,8 +155,10 @@ struct LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
     const torch::Tensor x = input.reshape({-1, in});  // [N, in]
     const torch::Tensor a = lora_a.to(dt), b = lora_b.to(dt);
     const torch::Tensor mid = peft::product(x, a.t(), scale);  // [N, r]
-    torch::Tensor y = peft::product(x, weight.t());
-    peft::add_product_(y, mid, b.t());  // [N, out]
+    // The adapter's product first, then the base product accumulates onto it: the sum is taken
+    // as the large product writes its output, not in a second pass over it.
+    torch::Tensor y = peft::product(mid, b.t());
+    peft::add_product_(y, x, weight.t());  // [N, out]
     ctx->save_for_backward({x, weight, a, b, mid});
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["lora_dtype"] = static_cast<int64_t>(lora_a.scalar_type());
@@ -175,14 +177,15 @@ struct LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
     const torch::Tensor dmid = peft::product(dy, b, scale);                                           // [N, r]
     torch::Tensor dx;
     if (ctx->needs_input_grad(0)) {
-      dx = peft::product(dy, weight);
-      peft::add_product_(dx, dmid, a);
+      dx = peft::product(dmid, a);
+      peft::add_product_(dx, dy, weight);
       std::vector<int64_t> sizes = grad_outputs[0].sizes().vec();
       sizes.back() = weight.size(1);
       dx = dx.view(sizes);
     }
     torch::Tensor da = peft::product(dmid.t(), x).to(lora_dtype);  // [r, in]
-    torch::Tensor db = peft::product(dy.t(), mid).to(lora_dtype);  // [out, r]
+    // (midᵀ dy)ᵀ: the r-row product reads dy row by row (dyᵀ mid reads it transposed, 2x slower).
+    torch::Tensor db = peft::product(mid.t(), dy).to(lora_dtype).t().contiguous();  // [out, r]
     return {dx, torch::Tensor(), da, db, torch::Tensor()};
   }
 };
