@@ -6,35 +6,38 @@
 #include <numeric>
 
 #include "dsft/model/layers.h"
+#include "model/bf16_bits.h"
 #include "model/cpu_kernels.h"
 
 namespace dsft::model {
 
 namespace {
 
-// softmax(q kᵀ · scale) v where `blocked` (bool, broadcast to the scores) is false; scores in the
-// compute dtype, then fp32 (fp64 for fp64) for the softmax.
 // softmax(scores · scale) with `blocked` positions left out, as one node on the CPU for fp32 and
 // bf16 scores (kernels::masked_softmax_*): fp32 arithmetic, the fp32 probabilities kept for the
 // backward, the output in the scores' dtype. scores [N, H, Tq, S] contiguous; blocked bool
 // [N|1, 1, Tq, S] contiguous, or empty for no mask.
 struct MaskedSoftmaxFn : public torch::autograd::Function<MaskedSoftmaxFn> {
+  // Score row r of [N, H, Tq, S]'s mask row (nullptr without a mask).
+  static const bool* mask_row(const torch::Tensor& blocked, int64_t N, int64_t H, int64_t Tq, int64_t r) {
+    if (blocked.numel() == 0) return nullptr;
+    const int64_t n = blocked.size(0) == N ? r / (H * Tq) : 0;
+    return blocked.data_ptr<bool>() + (n * Tq + r % Tq) * blocked.size(3);
+  }
+
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& scores,
                                const torch::Tensor& blocked, double scale) {
     const int64_t N = scores.size(0), H = scores.size(1), Tq = scores.size(2), S = scores.size(3);
     torch::Tensor p32 = torch::empty(scores.sizes(), scores.options().dtype(torch::kFloat32));
     const bool bf16 = scores.scalar_type() == torch::kBFloat16;
     torch::Tensor out = bf16 ? torch::empty_like(scores) : p32;
-    const bool* mask = blocked.numel() > 0 ? blocked.data_ptr<bool>() : nullptr;
-    const bool per_batch = mask && blocked.size(0) == N && N > 1;
     const float sc = static_cast<float>(scale);
     at::parallel_for(0, N * H * Tq, 64, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t n = r / (H * Tq), t = r % Tq;
-        const bool* m = mask ? mask + ((per_batch ? n : 0) * Tq + t) * S : nullptr;
+        const bool* m = mask_row(blocked, N, H, Tq, r);
         float* p = p32.data_ptr<float>() + r * S;
         if (bf16) {
-          kernels::masked_softmax_bf16(bits(scores) + r * S, m, sc, p, bits(out) + r * S, S);
+          kernels::masked_softmax_bf16(bf16_bits(scores) + r * S, m, sc, p, bf16_bits(out) + r * S, S);
         } else {
           kernels::masked_softmax_f32(scores.data_ptr<float>() + r * S, m, sc, p, p, S);
         }
@@ -55,15 +58,12 @@ struct MaskedSoftmaxFn : public torch::autograd::Function<MaskedSoftmaxFn> {
     const int64_t N = p32.size(0), H = p32.size(1), Tq = p32.size(2), S = p32.size(3);
     const torch::Tensor dp = grad[0].to(bf16 ? torch::kBFloat16 : torch::kFloat32).contiguous();
     torch::Tensor dx = torch::empty_like(dp);
-    const bool* mask = blocked.numel() > 0 ? blocked.data_ptr<bool>() : nullptr;
-    const bool per_batch = mask && blocked.size(0) == N && N > 1;
     at::parallel_for(0, N * H * Tq, 64, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t n = r / (H * Tq), t = r % Tq;
-        const bool* m = mask ? mask + ((per_batch ? n : 0) * Tq + t) * S : nullptr;
+        const bool* m = mask_row(blocked, N, H, Tq, r);
         const float* p = p32.data_ptr<float>() + r * S;
         if (bf16) {
-          kernels::masked_softmax_grad_bf16(p, bits(dp) + r * S, m, sc, bits(dx) + r * S, S);
+          kernels::masked_softmax_grad_bf16(p, bf16_bits(dp) + r * S, m, sc, bf16_bits(dx) + r * S, S);
         } else {
           kernels::masked_softmax_grad_f32(p, dp.data_ptr<float>() + r * S, m, sc,
                                            dx.data_ptr<float>() + r * S, S);
@@ -71,10 +71,6 @@ struct MaskedSoftmaxFn : public torch::autograd::Function<MaskedSoftmaxFn> {
       }
     });
     return {dx, torch::Tensor(), torch::Tensor()};
-  }
-
-  static uint16_t* bits(const torch::Tensor& t) {
-    return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
   }
 };
 
@@ -89,17 +85,17 @@ bool fused_softmax_ok(const torch::Tensor& scores, const torch::Tensor& v, const
          (blocked.size(0) == 1 || blocked.size(0) == scores.size(0));
 }
 
+// softmax(q kᵀ · scale) v where `blocked` (bool, broadcast to the scores) is false; scores in the
+// compute dtype, then fp32 (fp64 for fp64) for the softmax.
 torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                      const torch::Tensor& blocked, double scale) {
-  {
-    const torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1));
-    if (fused_softmax_ok(scores, v, blocked)) {
-      // An autograd function takes defined tensors only: no mask is an empty one.
-      const torch::Tensor mask = blocked.defined() ? blocked : torch::empty({0}, torch::kBool);
-      return torch::matmul(MaskedSoftmaxFn::apply(scores, mask, scale), v);
-    }
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1));
+  if (fused_softmax_ok(scores, v, blocked)) {
+    // An autograd function takes defined tensors only: no mask is an empty one.
+    const torch::Tensor mask = blocked.defined() ? blocked : torch::empty({0}, torch::kBool);
+    return torch::matmul(MaskedSoftmaxFn::apply(scores, mask, scale), v);
   }
-  auto scores = torch::matmul(q, k.transpose(-2, -1)).to(accumulation_dtype(q.scalar_type())) * scale;
+  scores = scores.to(accumulation_dtype(q.scalar_type())) * scale;
   if (blocked.defined()) {
     // The lowest finite value, not -inf: a fully masked row (a padding query) then gives a
     // uniform distribution instead of NaN.
@@ -141,63 +137,39 @@ void copy_rows(const RowGrid& dst, int64_t rows, const RowGrid& src, const int64
   });
 }
 
-torch::Tensor rows_contiguous(const torch::Tensor& t) {
-  return t.stride(3) == 1 ? t : t.contiguous();
+// A new tensor of `shape` whose rows (the grid of dims 0 and `inner`; the other of dims 1 and 2
+// is the heads) take src's rows (grid of dims 0 and `src_inner`) by `map`, zeros where it is < 0.
+torch::Tensor regroup(const torch::Tensor& src_in, int64_t src_inner, const std::vector<int64_t>& shape,
+                      int64_t inner, const torch::Tensor& map) {
+  const torch::Tensor src = src_in.stride(3) == 1 ? src_in : src_in.contiguous();
+  torch::Tensor dst = torch::empty(shape, src.options());
+  const auto rows = shape[0] * shape[static_cast<size_t>(inner)], heads = shape[inner == 1 ? 2 : 1];
+  copy_rows(grid(dst, 0, inner), rows, grid(src, 0, src_inner), map.data_ptr<int64_t>(), heads,
+            shape[3] * static_cast<int64_t>(src.element_size()));
+  return dst;
 }
 
-// [B, H, T, D] (any strides) -> the packed rows [chunks, H, C, D]; free slots hold zeros. The
-// gradient goes back through the same copy with the token -> slot map.
-struct PackRowsFn : public torch::autograd::Function<PackRowsFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
-                               const torch::Tensor& source, const torch::Tensor& scatter, int64_t chunks,
-                               int64_t C) {
-    const torch::Tensor x = rows_contiguous(x_in);
-    const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
-    torch::Tensor y = torch::empty({chunks, H, C, D}, x.options());
-    copy_rows(grid(y, 0, 2), chunks * C, grid(x, 0, 2), source.data_ptr<int64_t>(), H,
-              D * static_cast<int64_t>(x.element_size()));
-    ctx->save_for_backward({scatter});
-    ctx->saved_data["shape"] = std::vector<int64_t>{B, H, T, D};
-    return y;
+// The regrouping between token order and the packed rows as one node: forward takes x's rows by
+// `forward_map` into `shape`, backward takes the gradient's rows back by `backward_map` (each map
+// the other's inverse on the slots that hold a token; free slots get zeros).
+//   pack:   x [B, H, T, D] -> [chunks, H, C, D], forward_map = source, backward_map = scatter;
+//   unpack: y [chunks, H, C, D] -> [B, T, H, D] (what the output projection reads), maps swapped.
+struct RegroupRowsFn : public torch::autograd::Function<RegroupRowsFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& forward_map, const torch::Tensor& backward_map,
+                               const std::vector<int64_t>& shape, int64_t inner) {
+    ctx->save_for_backward({backward_map});
+    ctx->saved_data["shape"] = x.sizes().vec();
+    ctx->saved_data["inner"] = inner;
+    return regroup(x, 2, shape, inner, forward_map);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
-    const torch::Tensor scatter = ctx->get_saved_variables()[0];
-    const std::vector<int64_t> shape = ctx->saved_data["shape"].toIntVector();
-    const torch::Tensor g = rows_contiguous(grad[0]);
-    torch::Tensor dx = torch::empty(shape, g.options());
-    copy_rows(grid(dx, 0, 2), shape[0] * shape[2], grid(g, 0, 2), scatter.data_ptr<int64_t>(), shape[1],
-              shape[3] * static_cast<int64_t>(g.element_size()));
+    const torch::Tensor dx =
+        regroup(grad[0], ctx->saved_data["inner"].toInt(), ctx->saved_data["shape"].toIntVector(), 2,
+                ctx->get_saved_variables()[0]);
     return {dx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
-  }
-};
-
-// The packed rows' output [chunks, H, C, D] -> [B, T, H, D] in token order (what the output
-// projection reads); the gradient goes back with the slot -> token map, zeros in free slots.
-struct UnpackRowsFn : public torch::autograd::Function<UnpackRowsFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& y_in,
-                               const torch::Tensor& source, const torch::Tensor& scatter, int64_t B,
-                               int64_t T) {
-    const torch::Tensor y = rows_contiguous(y_in);
-    const int64_t chunks = y.size(0), H = y.size(1), C = y.size(2), D = y.size(3);
-    torch::Tensor out = torch::empty({B, T, H, D}, y.options());
-    copy_rows(grid(out, 0, 1), B * T, grid(y, 0, 2), scatter.data_ptr<int64_t>(), H,
-              D * static_cast<int64_t>(y.element_size()));
-    ctx->save_for_backward({source});
-    ctx->saved_data["shape"] = std::vector<int64_t>{chunks, H, C, D};
-    return out;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad) {
-    const torch::Tensor source = ctx->get_saved_variables()[0];
-    const std::vector<int64_t> shape = ctx->saved_data["shape"].toIntVector();
-    const torch::Tensor g = rows_contiguous(grad[0]);  // [B, T, H, D]
-    torch::Tensor dy = torch::empty(shape, g.options());
-    copy_rows(grid(dy, 0, 2), shape[0] * shape[2], grid(g, 0, 1), source.data_ptr<int64_t>(), shape[1],
-              shape[3] * static_cast<int64_t>(g.element_size()));
-    return {dy, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -284,11 +256,13 @@ torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, con
   const int64_t B = q.size(0), T = q.size(2);
   if (q.device().is_cpu() && p.source.defined()) {
     // One copy each way per tensor, straight between the layouts.
-    auto rows = [&](const torch::Tensor& x) {
-      return PackRowsFn::apply(x, p.source, p.scatter, p.chunks, p.length);
+    auto rows = [&](const torch::Tensor& x) {  // [B, H, T, D] -> [chunks, H, C, D]
+      const std::vector<int64_t> shape{p.chunks, x.size(1), p.length, x.size(3)};
+      return RegroupRowsFn::apply(x, p.source, p.scatter, shape, 2);
     };
-    auto out = attend(rows(q), rows(k), rows(v), p.blocked, scale);              // [chunks, H, C, Dv]
-    return UnpackRowsFn::apply(out, p.source, p.scatter, B, T).transpose(1, 2);  // [B, H, T, Dv]
+    auto out = attend(rows(q), rows(k), rows(v), p.blocked, scale);  // [chunks, H, C, Dv]
+    const std::vector<int64_t> tokens{B, T, out.size(1), out.size(3)};
+    return RegroupRowsFn::apply(out, p.scatter, p.source, tokens, 1).transpose(1, 2);  // [B, H, T, Dv]
   }
   auto to_rows = [&](const torch::Tensor& x) {  // [B, H, T, D] -> [chunks, H, C, D]
     const int64_t H = x.size(1), D = x.size(3);

@@ -4,6 +4,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "model/bf16_bits.h"
 #include "model/cpu_kernels.h"
 
 namespace dsft::model {
@@ -45,9 +46,7 @@ MlpImpl::MlpImpl(MlpOptions options_) : options(std::move(options_)) {
 
 void MlpImpl::reset() {
   const auto& o = options;
-  auto lin = [&](int64_t in, int64_t out) {
-    return make_linear(in, out, o.bias(), o.tensor_options());
-  };
+  auto lin = [&](int64_t in, int64_t out) { return make_linear(in, out, o.bias(), o.tensor_options()); };
   gate_proj = register_module("gate_proj", lin(o.hidden_size(), o.intermediate_size()));
   up_proj = register_module("up_proj", lin(o.hidden_size(), o.intermediate_size()));
   down_proj = register_module("down_proj", lin(o.intermediate_size(), o.hidden_size()));
@@ -71,9 +70,10 @@ struct SwigluFn : public torch::autograd::Function<SwigluFn> {
     const int64_t n = g.numel();
     at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
       if (g.scalar_type() == torch::kFloat32) {
-        kernels::swiglu_forward_f32(g.data_ptr<float>(), u.data_ptr<float>(), y.data_ptr<float>(), begin, end);
+        kernels::swiglu_forward_f32(g.data_ptr<float>(), u.data_ptr<float>(), y.data_ptr<float>(), begin,
+                                    end);
       } else {
-        kernels::swiglu_forward_bf16(bits(g), bits(u), bits(y), begin, end);
+        kernels::swiglu_forward_bf16(bf16_bits(g), bf16_bits(u), bf16_bits(y), begin, end);
       }
     });
     ctx->save_for_backward({g, u});
@@ -91,13 +91,12 @@ struct SwigluFn : public torch::autograd::Function<SwigluFn> {
         kernels::swiglu_backward_f32(g.data_ptr<float>(), u.data_ptr<float>(), dy.data_ptr<float>(),
                                      dg.data_ptr<float>(), du.data_ptr<float>(), begin, end);
       } else {
-        kernels::swiglu_backward_bf16(bits(g), bits(u), bits(dy), bits(dg), bits(du), begin, end);
+        kernels::swiglu_backward_bf16(bf16_bits(g), bf16_bits(u), bf16_bits(dy), bf16_bits(dg), bf16_bits(du),
+                                      begin, end);
       }
     });
     return {dg, du};
   }
-
-  static uint16_t* bits(const torch::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); }
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "dsft/util/error.h"
+#include "model/bf16_bits.h"
 #include "model/cpu_kernels.h"
 
 namespace dsft::model {
@@ -13,10 +14,6 @@ namespace F = torch::nn::functional;
 namespace {
 
 static_assert(sizeof(kernels::LogSumExp) == 2 * sizeof(float), "LogSumExp is stored as two floats per row");
-
-uint16_t* bits(const torch::Tensor& t) {
-  return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
-}
 
 struct CrossEntropySumFn : public torch::autograd::Function<CrossEntropySumFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits_in,
@@ -40,7 +37,7 @@ struct CrossEntropySumFn : public torch::autograd::Function<CrossEntropySumFn> {
       for (int64_t i = begin; i < end; ++i) {
         float picked;
         if (bf16) {
-          lp[i] = kernels::logsumexp_bf16(bits(x) + i * V, V);
+          lp[i] = kernels::logsumexp_bf16(bf16_bits(x) + i * V, V);
           picked = static_cast<float>(x.data_ptr<at::BFloat16>()[i * V + tp[i]]);
         } else {
           lp[i] = kernels::logsumexp_f32(x.data_ptr<float>() + i * V, V);
@@ -67,7 +64,7 @@ struct CrossEntropySumFn : public torch::autograd::Function<CrossEntropySumFn> {
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         if (bf16) {
-          kernels::xent_grad_bf16(bits(x) + i * V, lp[i], tp[i], scale, bits(g) + i * V, V);
+          kernels::xent_grad_bf16(bf16_bits(x) + i * V, lp[i], tp[i], scale, bf16_bits(g) + i * V, V);
         } else {
           kernels::xent_grad_f32(x.data_ptr<float>() + i * V, lp[i], tp[i], scale,
                                  g.data_ptr<float>() + i * V, V);

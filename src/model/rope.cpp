@@ -10,6 +10,7 @@
 
 #include "dsft/model/layers.h"
 #include "dsft/util/error.h"
+#include "model/bf16_bits.h"
 #include "model/cpu_kernels.h"
 
 namespace dsft::model {
@@ -141,8 +142,8 @@ std::optional<torch::Tensor> rotate_cpu(const torch::Tensor& x, const torch::Ten
   const bool f32 = dt == torch::kFloat32;
   const float* xf = f32 ? x.data_ptr<float>() : nullptr;
   float* of = f32 ? out.data_ptr<float>() : nullptr;
-  const auto* xb = f32 ? nullptr : reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-  auto* ob = f32 ? nullptr : reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  const uint16_t* xb = f32 ? nullptr : bf16_bits(x);
+  uint16_t* ob = f32 ? nullptr : bf16_bits(out);
   at::parallel_for(0, B * H * T, std::max<int64_t>(1, 8192 / half), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / (H * T), h = i / T % H, t = i % T;

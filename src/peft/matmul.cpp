@@ -163,7 +163,7 @@ bool onednn_matmul(const at::Tensor& a, const at::Tensor& b, at::Tensor& c, doub
   if (!p) return false;
   dnnl::engine& eng = cache.engine();
   dnnl::memory ma(p->a, eng, ac.data_ptr()), mb(p->b, eng, bc.data_ptr()), mc(p->c, eng, c.data_ptr());
-  dnnl::stream s(eng);
+  static thread_local dnnl::stream s(eng);  // one per calling thread, not one per product
   p->prim.execute(s, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
   s.wait();
   return true;
