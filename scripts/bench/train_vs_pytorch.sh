@@ -129,9 +129,10 @@ r = acfg["r"]
 body = L * (d * nh * hd * 2 + d * nkv * hd * 2 + 3 * d * I)        # frozen projection weights
 lora = L * r * ((d + nh * hd) * 2 + (d + nkv * hd) * 2 + 3 * (d + I))  # LoRA A and B
 total = body + 2 * V * d + L * 2 * d + d
-# Model FLOPs of one step: frozen projections forward + input gradient (4 per weight per token),
-# LoRA forward + both gradients (6), attention scores and values over the row (2·2·T·d forward,
-# twice that backward), lm_head forward + input gradient for target tokens only.
+# Model FLOPs of one step, for the real (non-padding) tokens: frozen projections forward + input
+# gradient (4 per weight per token), LoRA forward + both gradients (6), attention scores and
+# values over the row (2·2·T·d forward, twice that backward), lm_head forward + input gradient for
+# target tokens only. Work a side spends on padding is not model FLOPs.
 steps_tokens, steps_flops = [], []
 for s in range(meta["max_steps"]):
     tok = fl = 0
@@ -139,7 +140,7 @@ for s in range(meta["max_steps"]):
         B, T = ids.shape
         n = int((seg >= 0).sum()); tgt = int(mask[:, 1:].sum())
         tok += n
-        fl += B * T * (4 * body + 6 * lora + 12 * L * T * d) + tgt * 4 * V * d
+        fl += n * (4 * body + 6 * lora + 12 * L * T * d) + tgt * 4 * V * d
     steps_tokens.append(tok); steps_flops.append(fl)
 
 def steady(tps_rows):
