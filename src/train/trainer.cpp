@@ -5,7 +5,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <optional>
 
 #include "dsft/model/loss.h"
 #include "dsft/train/checkpoint.h"
@@ -28,22 +31,63 @@ peft::LoraConfig lora_config_from(const TrainConfig& cfg) {
 // ---------------------------------------------------------------------------------------------
 // Batches
 
-BatchTensors to_tensors(const Batch& b, const torch::Device& device) {
+namespace {
+
+// The real tokens of every row, in order, as one row [1, N]: no product, norm or attention then
+// runs on padding. Each (row, record id) pair gets its own id, so records of different rows never
+// merge while a record id used twice in one row still marks one record (document_spans() then
+// falls back to the mask, as for the rows it came from). The first token of each row had no
+// logit before it: it stays no target (nor does a row's first real token after padding).
+Batch without_padding(const Batch& b) {
   const int64_t B = b.batch_size, T = b.seq_len;
-  if (B <= 0 || T <= 0 || static_cast<int64_t>(b.input_ids.size()) != B * T ||
-      static_cast<int64_t>(b.labels_mask.size()) != B * T ||
-      static_cast<int64_t>(b.segment_ids.size()) != B * T ||
-      static_cast<int64_t>(b.position_ids.size()) != B * T)
-    throw Error("malformed batch: expected " + std::to_string(B) + " x " + std::to_string(T) +
-                " entries in input_ids, labels_mask, segment_ids and position_ids");
+  Batch f;
+  f.batch_size = 1;
+  f.target_tokens = b.target_tokens;
+  std::map<std::pair<int64_t, int32_t>, int32_t> ids;
+  for (int64_t r = 0; r < B; ++r) {
+    bool first = true;
+    for (int64_t t = 0; t < T; ++t) {
+      const size_t i = static_cast<size_t>(r * T + t);
+      if (b.segment_ids[i] < 0) continue;
+      const auto id =
+          ids.emplace(std::make_pair(r, b.segment_ids[i]), static_cast<int32_t>(ids.size())).first;
+      f.input_ids.push_back(b.input_ids[i]);
+      f.labels_mask.push_back(first ? uint8_t{0} : b.labels_mask[i]);
+      f.segment_ids.push_back(id->second);
+      f.position_ids.push_back(b.position_ids[i]);
+      first = false;
+    }
+  }
+  f.seq_len = static_cast<int64_t>(f.input_ids.size());
+  return f;
+}
+
+}  // namespace
+
+BatchTensors to_tensors(const Batch& batch, const torch::Device& device) {
+  {
+    const int64_t B = batch.batch_size, T = batch.seq_len;
+    if (B <= 0 || T <= 0 || static_cast<int64_t>(batch.input_ids.size()) != B * T ||
+        static_cast<int64_t>(batch.labels_mask.size()) != B * T ||
+        static_cast<int64_t>(batch.segment_ids.size()) != B * T ||
+        static_cast<int64_t>(batch.position_ids.size()) != B * T)
+      throw Error("malformed batch: expected " + std::to_string(B) + " x " + std::to_string(T) +
+                  " entries in input_ids, labels_mask, segment_ids and position_ids");
+  }
+  const auto real =
+      std::count_if(batch.segment_ids.begin(), batch.segment_ids.end(), [](int32_t s) { return s >= 0; });
+  std::optional<Batch> flat;
+  if (real > 0 && real < static_cast<int64_t>(batch.segment_ids.size())) flat = without_padding(batch);
+  const Batch& b = flat ? *flat : batch;
+  const int64_t B = b.batch_size, T = b.seq_len;
   auto i64 = torch::TensorOptions().dtype(torch::kInt64);
   BatchTensors t;
   t.input_ids = torch::from_blob(const_cast<int64_t*>(b.input_ids.data()), {B, T}, i64).clone().to(device);
   t.labels_mask = torch::from_blob(const_cast<uint8_t*>(b.labels_mask.data()), {B, T}, torch::kUInt8)
                       .to(torch::kBool)
                       .to(device);
-  const auto segments = torch::from_blob(const_cast<int32_t*>(b.segment_ids.data()), {B, T}, torch::kInt32)
-                            .to(torch::kInt64);
+  const auto segments =
+      torch::from_blob(const_cast<int32_t*>(b.segment_ids.data()), {B, T}, torch::kInt32).to(torch::kInt64);
   t.spans = model::document_spans(segments);
   t.segment_ids = segments.to(device);
   t.position_ids =

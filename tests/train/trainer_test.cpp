@@ -1,8 +1,8 @@
 // The trainer's pieces on tiny random models: gradient accumulation is normalised by the target
 // tokens of the whole step; gradient checkpointing gives the gradients of the plain forward (with
 // LoRA dropout drawing the same masks); LoRA merged into the base computes the adapted model's
-// logits for every family; packed records do not see each other; the memory plan counts what a
-// built model holds.
+// logits for every family; packed records do not see each other; padded batches run as one row
+// of their real tokens; the memory plan counts what a built model holds.
 #include "dsft/train/trainer.h"
 
 #include <gtest/gtest.h>
@@ -196,6 +196,42 @@ TEST(Trainer, PackedRecordsDoNotSeeEachOther) {
   };
   const double separate = loss({a}) + loss({b});
   EXPECT_NEAR(loss({packed}), separate, 1e-4 * std::abs(separate));
+}
+
+TEST(Trainer, PaddedBatchesRunWithoutPaddingAndRowsStayApart) {
+  auto lm = tiny_model("llama");
+  const torch::Device cpu(torch::kCPU);
+  // Row 0: one record of 12 tokens (id 0); row 1: records of 4 (id 0, like row 0's) and 3 tokens
+  // (id 1), then 5 slots of padding. Row 1 opens with a target that has no logit before it.
+  train::Sample two = sample(4, 2, 60, 0), second = sample(3, 2, 80, 1);
+  two.ids.insert(two.ids.end(), second.ids.begin(), second.ids.end());
+  two.labels_mask.insert(two.labels_mask.end(), second.labels_mask.begin(), second.labels_mask.end());
+  two.segment_ids.insert(two.segment_ids.end(), second.segment_ids.begin(), second.segment_ids.end());
+  two.labels_mask[0] = 1;
+  const std::vector<train::Sample> s = {sample(12, 9, 5), two};
+
+  const auto t = train::to_tensors(batch_of(s, {0, 1}), cpu);
+  EXPECT_EQ(t.input_ids.sizes(), torch::IntArrayRef({1, 19}));
+  EXPECT_EQ(t.tokens, 19);
+  EXPECT_EQ(t.target_tokens, 9 + 2 + 2);
+  ASSERT_EQ(t.spans.size(), 3u);
+  EXPECT_EQ(t.spans[1].begin, 12);
+  EXPECT_EQ(t.spans[1].length, 4);
+  EXPECT_EQ(t.position_ids[0][12].item<int64_t>(), 0);
+  EXPECT_EQ(t.position_ids[0][18].item<int64_t>(), 2);
+
+  // Loss and gradients are those of the rows run one at a time.
+  const double together = train::loss_sum(*lm, t, {}, 1.0);
+  const auto g_together = grads(*lm);
+  zero_grads(*lm);
+  double apart = 0.0;
+  for (size_t i = 0; i < 2; ++i)
+    apart += train::loss_sum(*lm, train::to_tensors(batch_of(s, {i}), cpu), {}, 1.0);
+  const auto g_apart = grads(*lm);
+  zero_grads(*lm);
+  EXPECT_NEAR(together, apart, 1e-5 * std::abs(apart));
+  ASSERT_FALSE(g_apart.empty());
+  EXPECT_LT(max_rel_diff(g_together, g_apart), 1e-4);
 }
 
 TEST(MemoryPlan, CountsWhatTheBuiltModelHolds) {
