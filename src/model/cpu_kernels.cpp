@@ -127,6 +127,70 @@ inline void masked_softmax_grad_impl(const float* p, Load dp, const bool* blocke
   for (int64_t j = 0; j < n; ++j) store(j, (blocked && blocked[j]) ? 0.0f : p[j] * (dp(j) - dot) * scale);
 }
 
+// Σ f(j) over j < n with 16 independent partial sums (one running sum would be a chain of dependent
+// additions, which the compiler may not reorder).
+template <class F>
+inline float lane_sum(int64_t n, F f) {
+  constexpr int kLanes = 16;
+  float part[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) part[k] += f(j + k);
+  for (; j < n; ++j) part[0] += f(j);
+  float sum = 0.0f;
+  for (int k = 0; k < kLanes; ++k) sum += part[k];
+  return sum;
+}
+
+// Load(p, j) -> float, Round(float) -> float rounded to the format, Store(p, j, float).
+template <class T, class Load, class Round, class Store>
+inline void rms_norm_rows_impl(const T* x, const T* delta, T* sum, const T* w, T* y, float* r, int64_t begin,
+                               int64_t end, int64_t n, float eps, Load load, Round round, Store store) {
+  for (int64_t i = begin; i < end; ++i) {
+    const T* xi = x + i * n;
+    if (delta) {
+      const T* di = delta + i * n;
+      T* si = sum + i * n;
+      for (int64_t j = 0; j < n; ++j) store(si, j, load(xi, j) + load(di, j));
+      xi = si;
+    }
+    const float ss = lane_sum(n, [&](int64_t j) {
+      const float v = load(xi, j);
+      return v * v;
+    });
+    const float ri = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+    r[i] = ri;
+    T* yi = y + i * n;
+    // The normalised value is rounded to x's format before the weight multiplies it.
+    for (int64_t j = 0; j < n; ++j) store(yi, j, load(w, j) * round(load(xi, j) * ri));
+  }
+}
+
+template <class T, class Load, class Store>
+inline void rms_norm_grad_rows_impl(const T* x, const T* w, const T* dy, const float* r, const T* dres, T* dx,
+                                    int64_t begin, int64_t end, int64_t n, Load load, Store store) {
+  for (int64_t i = begin; i < end; ++i) {
+    const T *xi = x + i * n, *gi = dy + i * n;
+    const float ri = r[i];
+    const float dot = lane_sum(n, [&](int64_t j) { return load(gi, j) * load(w, j) * load(xi, j); }) * ri /
+                      static_cast<float>(n);
+    T* di = dx + i * n;
+    for (int64_t j = 0; j < n; ++j) {
+      const float xh = load(xi, j) * ri;
+      store(di, j, ri * (load(gi, j) * load(w, j) - xh * dot));
+    }
+    if (dres) {
+      const T* ri_res = dres + i * n;
+      for (int64_t j = 0; j < n; ++j) store(di, j, load(di, j) + load(ri_res, j));
+    }
+  }
+}
+
+const auto kLoadF32 = [](const float* p, int64_t j) { return p[j]; };
+const auto kStoreF32 = [](float* p, int64_t j, float v) { p[j] = v; };
+const auto kLoadBf16 = [](const uint16_t* p, int64_t j) { return bf16_load(p[j]); };
+const auto kStoreBf16 = [](uint16_t* p, int64_t j, float v) { p[j] = bf16_store(v); };
+
 }  // namespace
 
 DSFT_KERNEL void masked_softmax_f32(const float* x, const bool* blocked, float scale, float* p32, float* out,
@@ -173,6 +237,29 @@ DSFT_KERNEL void xent_grad_bf16(const uint16_t* x, LogSumExp lse, int64_t target
   for (int64_t j = 0; j < n; ++j)
     g[j] = bf16_store(exp_approx((bf16_load(x[j]) - lse.max) - lse.log_sum) * scale);
   g[target] = bf16_store((exp_approx((bf16_load(x[target]) - lse.max) - lse.log_sum) - 1.0f) * scale);
+}
+
+DSFT_KERNEL void rms_norm_rows_f32(const float* x, const float* delta, float* sum, const float* w, float* y,
+                                   float* r, int64_t begin, int64_t end, int64_t n, float eps) {
+  rms_norm_rows_impl(
+      x, delta, sum, w, y, r, begin, end, n, eps, kLoadF32, [](float v) { return v; }, kStoreF32);
+}
+
+DSFT_KERNEL void rms_norm_rows_bf16(const uint16_t* x, const uint16_t* delta, uint16_t* sum,
+                                    const uint16_t* w, uint16_t* y, float* r, int64_t begin, int64_t end,
+                                    int64_t n, float eps) {
+  rms_norm_rows_impl(x, delta, sum, w, y, r, begin, end, n, eps, kLoadBf16, bf16_round, kStoreBf16);
+}
+
+DSFT_KERNEL void rms_norm_grad_rows_f32(const float* x, const float* w, const float* dy, const float* r,
+                                        const float* dres, float* dx, int64_t begin, int64_t end, int64_t n) {
+  rms_norm_grad_rows_impl(x, w, dy, r, dres, dx, begin, end, n, kLoadF32, kStoreF32);
+}
+
+DSFT_KERNEL void rms_norm_grad_rows_bf16(const uint16_t* x, const uint16_t* w, const uint16_t* dy,
+                                         const float* r, const uint16_t* dres, uint16_t* dx, int64_t begin,
+                                         int64_t end, int64_t n) {
+  rms_norm_grad_rows_impl(x, w, dy, r, dres, dx, begin, end, n, kLoadBf16, kStoreBf16);
 }
 
 DSFT_KERNEL void swiglu_forward_f32(const float* g, const float* u, float* y, int64_t begin, int64_t end) {

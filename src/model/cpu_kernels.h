@@ -1,12 +1,27 @@
-// Element-wise CPU loops fused for training on the CPU: SwiGLU forward/backward, the RoPE
-// rotation and the cross-entropy of a row of logits, on fp32 or bf16 (raw bits) arrays. Each call handles a
-// sub-range, so that callers split the work with at::parallel_for. Built once per instruction set (AVX-512,
-// AVX2, baseline) and picked at load time; the arithmetic is fp32 without fused multiply-adds, rounding to
-// bf16 where the equivalent tensor ops round.
+// Element-wise CPU loops fused for training on the CPU: RMSNorm (with the residual add before it),
+// SwiGLU forward/backward, the RoPE rotation and the cross-entropy of a row of logits, on fp32 or bf16 (raw
+// bits) arrays. Each call handles a sub-range, so that callers split the work with at::parallel_for. Built
+// once per instruction set (AVX-512, AVX2, baseline) and picked at load time; the arithmetic is fp32 without
+// fused multiply-adds, rounding to bf16 where the equivalent tensor ops round.
 #pragma once
 #include <cstdint>
 
 namespace dsft::model::kernels {
+
+// RMSNorm of rows [begin, end) of [rows, n]: y = w · cast(x · r), r = 1 / sqrt(mean(x²) + eps) in
+// fp32 (kept per row for the backward). With `delta`, the row normalised is x + delta (rounded to
+// the format, as an addition of tensors rounds), written to `sum` (the residual stream).
+void rms_norm_rows_f32(const float* x, const float* delta, float* sum, const float* w, float* y, float* r,
+                       int64_t begin, int64_t end, int64_t n, float eps);
+void rms_norm_rows_bf16(const uint16_t* x, const uint16_t* delta, uint16_t* sum, const uint16_t* w,
+                        uint16_t* y, float* r, int64_t begin, int64_t end, int64_t n, float eps);
+// Its input gradient: dx = r · (g − x̂ · mean(g · x̂)) with g = dy · w and x̂ = x · r. With `dres`
+// (the gradient reaching the normalised input by the residual path), dx = cast(that) + dres, the
+// sum the autograd engine would form.
+void rms_norm_grad_rows_f32(const float* x, const float* w, const float* dy, const float* r,
+                            const float* dres, float* dx, int64_t begin, int64_t end, int64_t n);
+void rms_norm_grad_rows_bf16(const uint16_t* x, const uint16_t* w, const uint16_t* dy, const float* r,
+                             const uint16_t* dres, uint16_t* dx, int64_t begin, int64_t end, int64_t n);
 
 // y = silu(g) · u over [begin, end).
 void swiglu_forward_f32(const float* g, const float* u, float* y, int64_t begin, int64_t end);

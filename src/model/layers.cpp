@@ -124,8 +124,9 @@ DecoderLayerImpl::DecoderLayerImpl(int64_t hidden_size, double eps, std::shared_
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx,
                                         LayerCache* cache) {
-  auto h = x + self_attn->forward(input_layernorm->forward(x), ctx, cache);
-  return h + mlp->forward(post_attention_layernorm->forward(h));
+  auto [h, normed] = add_rms_norm(x, self_attn->forward(input_layernorm->forward(x), ctx, cache),
+                                  post_attention_layernorm->weight, post_attention_layernorm->options.eps());
+  return h + mlp->forward(normed);
 }
 
 }  // namespace dsft::model

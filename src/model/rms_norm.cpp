@@ -1,13 +1,17 @@
 // RMSNorm on the CPU as one pass per row in each direction: y = w · cast(x · r), r = rsqrt(mean(x²)
 // + eps) in fp32 (fp64 for double inputs). As eager ops it is eight element-wise passes forward
 // and more backward, with fp32 copies of x kept for the backward; here the backward keeps x and r.
-// Elsewhere (CUDA) the same formula runs as ops.
+// fp32 and bf16 rows go through the vectorised loops of cpu_kernels.cpp; add_rms_norm() also takes
+// the residual add before a norm into the same pass each way. Elsewhere (CUDA) the same formula
+// runs as ops.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <cmath>
 
 #include "dsft/model/layers.h"
+#include "model/bf16_bits.h"
+#include "model/cpu_kernels.h"
 
 namespace dsft::model {
 
@@ -32,9 +36,27 @@ A lane_sum(int64_t n, F f) {
 }
 
 // Rows of x [rows, n] -> y [rows, n] and r [rows] (fp32, or fp64 for double).
+int64_t rows_grain(int64_t n) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+}
+
 template <typename T>
 void rms_forward(const T* x, const T* w, T* y, acc_t<T>* r, int64_t rows, int64_t n, double eps) {
   using A = acc_t<T>;
+  if constexpr (std::is_same_v<T, float>) {
+    at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
+      kernels::rms_norm_rows_f32(x, nullptr, nullptr, w, y, r, begin, end, n, static_cast<float>(eps));
+    });
+    return;
+  } else if constexpr (std::is_same_v<T, at::BFloat16>) {
+    const auto* xb = reinterpret_cast<const uint16_t*>(x);
+    const auto* wb = reinterpret_cast<const uint16_t*>(w);
+    auto* yb = reinterpret_cast<uint16_t*>(y);
+    at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
+      kernels::rms_norm_rows_bf16(xb, nullptr, nullptr, wb, yb, r, begin, end, n, static_cast<float>(eps));
+    });
+    return;
+  }
   at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)),
                    [&](int64_t begin, int64_t end) {
                      for (int64_t i = begin; i < end; ++i) {
@@ -58,6 +80,19 @@ void rms_forward(const T* x, const T* w, T* y, acc_t<T>* r, int64_t rows, int64_
 template <typename T>
 void rms_backward(const T* x, const T* w, const T* dy, const acc_t<T>* r, T* dx, int64_t rows, int64_t n) {
   using A = acc_t<T>;
+  if constexpr (std::is_same_v<T, float>) {
+    at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
+      kernels::rms_norm_grad_rows_f32(x, w, dy, r, nullptr, dx, begin, end, n);
+    });
+    return;
+  } else if constexpr (std::is_same_v<T, at::BFloat16>) {
+    at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
+      kernels::rms_norm_grad_rows_bf16(
+          reinterpret_cast<const uint16_t*>(x), reinterpret_cast<const uint16_t*>(w),
+          reinterpret_cast<const uint16_t*>(dy), r, nullptr, reinterpret_cast<uint16_t*>(dx), begin, end, n);
+    });
+    return;
+  }
   at::parallel_for(
       0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)), [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
@@ -76,6 +111,15 @@ void rms_backward(const T* x, const T* w, const T* dy, const acc_t<T>* r, T* dx,
           }
         }
       });
+}
+
+// dw = Σ_rows dy · cast(x̂), as the ops compute it (only when the norm's weight trains).
+torch::Tensor weight_grad(const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& dy,
+                          const torch::Tensor& w) {
+  const int64_t n = x.size(-1), rows = r.size(0);
+  const auto acc = r.scalar_type();
+  const auto xh = (x.reshape({rows, n}).to(acc) * r.unsqueeze(1)).to(x.scalar_type()).to(acc);
+  return (dy.reshape({rows, n}).to(acc) * xh).sum(0).to(w.scalar_type());
 }
 
 struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
@@ -110,17 +154,81 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
                                    r.data_ptr<acc_t<scalar_t>>(), dx.data_ptr<scalar_t>(), rows, n);
           });
     }
-    if (ctx->needs_input_grad(1)) {
-      // dw = Σ_rows dy · cast(x̂), as the ops compute it (only when the norm's weight trains).
-      const auto acc = r.scalar_type();
-      const auto xh = (x.reshape({rows, n}).to(acc) * r.unsqueeze(1)).to(x.scalar_type()).to(acc);
-      dw = (dy.reshape({rows, n}).to(acc) * xh).sum(0).to(w.scalar_type());
-    }
+    if (ctx->needs_input_grad(1)) dw = weight_grad(x, r, dy, w);
     return {dx, dw, torch::Tensor()};
   }
 };
 
+// (x + delta, rms_norm(x + delta)) as one node, fp32 or bf16 on the CPU: the residual add is
+// written in the pass that normalises, and the backward adds the residual path's gradient to the
+// norm's in the pass that computes the latter. Both inputs get that one gradient.
+struct AddRmsNormFn : public torch::autograd::Function<AddRmsNormFn> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                                                const torch::Tensor& delta, const torch::Tensor& weight,
+                                                double eps) {
+    const int64_t n = x.size(-1);
+    const torch::Tensor xc = x.contiguous(), dc = delta.contiguous(), w = weight.contiguous();
+    const int64_t rows = n > 0 ? xc.numel() / n : 0;
+    torch::Tensor sum = torch::empty_like(xc), y = torch::empty_like(xc);
+    torch::Tensor r = torch::empty({rows}, xc.options().dtype(torch::kFloat));
+    const bool bf16 = xc.scalar_type() == torch::kBFloat16;
+    at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
+      if (bf16)
+        kernels::rms_norm_rows_bf16(bf16_bits(xc), bf16_bits(dc), bf16_bits(sum), bf16_bits(w), bf16_bits(y),
+                                    r.data_ptr<float>(), begin, end, n, static_cast<float>(eps));
+      else
+        kernels::rms_norm_rows_f32(xc.data_ptr<float>(), dc.data_ptr<float>(), sum.data_ptr<float>(),
+                                   w.data_ptr<float>(), y.data_ptr<float>(), r.data_ptr<float>(), begin, end,
+                                   n, static_cast<float>(eps));
+    });
+    ctx->save_for_backward({sum, w, r});
+    return {sum, y};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x = saved[0], &w = saved[1], &r = saved[2];
+    const int64_t n = x.size(-1), rows = r.size(0);
+    const torch::Tensor dres = grad[0].defined() ? grad[0].to(x.scalar_type()).contiguous() : torch::Tensor();
+    const torch::Tensor dy =
+        grad[1].defined() ? grad[1].to(x.scalar_type()).contiguous() : torch::zeros_like(x);
+    torch::Tensor dx, dw;
+    if (ctx->needs_input_grad(0) || ctx->needs_input_grad(1)) {
+      dx = torch::empty_like(x);
+      const bool bf16 = x.scalar_type() == torch::kBFloat16;
+      at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
+        if (bf16)
+          kernels::rms_norm_grad_rows_bf16(bf16_bits(x), bf16_bits(w), bf16_bits(dy), r.data_ptr<float>(),
+                                           dres.defined() ? bf16_bits(dres) : nullptr, bf16_bits(dx), begin,
+                                           end, n);
+        else
+          kernels::rms_norm_grad_rows_f32(
+              x.data_ptr<float>(), w.data_ptr<float>(), dy.data_ptr<float>(), r.data_ptr<float>(),
+              dres.defined() ? dres.data_ptr<float>() : nullptr, dx.data_ptr<float>(), begin, end, n);
+      });
+    }
+    if (ctx->needs_input_grad(2)) dw = weight_grad(x, r, dy, w);
+    return {ctx->needs_input_grad(0) ? dx : torch::Tensor(), ctx->needs_input_grad(1) ? dx : torch::Tensor(),
+            dw, torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, const torch::Tensor& delta,
+                                                     const torch::Tensor& weight, double eps) {
+  const auto dt = x.scalar_type();
+  if (x.device().is_cpu() && delta.device().is_cpu() && weight.device().is_cpu() &&
+      (dt == torch::kFloat || dt == torch::kBFloat16) && delta.scalar_type() == dt &&
+      weight.scalar_type() == dt && x.sizes() == delta.sizes() && x.dim() >= 1 && weight.dim() == 1 &&
+      weight.size(0) == x.size(-1)) {
+    auto out = AddRmsNormFn::apply(x, delta, weight, eps);
+    return {out[0], out[1]};
+  }
+  torch::Tensor h = x + delta;
+  return {h, rms_norm(h, weight, eps)};
+}
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   if (x.device().is_cpu() && weight.device().is_cpu() && x.scalar_type() == weight.scalar_type() &&

@@ -1,7 +1,8 @@
-// The fused CPU paths against the tensor-op formulas they replace: RMSNorm, SwiGLU, the RoPE
-// rotation and the summed cross-entropy (values and gradients, fp64/fp32/bf16), and attention over packed records regrouped by
-// pack_spans() against the block-diagonal document mask, for every model family (logits and
-// gradients, rows with padding, records of every length).
+// The fused CPU paths against the tensor-op formulas they replace: RMSNorm (alone and after a
+// residual add), SwiGLU, the RoPE
+// rotation and the summed cross-entropy (values and gradients, fp64/fp32/bf16), and attention over packed
+// records regrouped by pack_spans() against the block-diagonal document mask, for every model family (logits
+// and gradients, rows with padding, records of every length).
 #include <gtest/gtest.h>
 
 #include <random>
@@ -88,6 +89,48 @@ TEST(FusedOps, RmsNormGradientMatchesFiniteDifferences) {
                        (rms_norm(xm, w, 1e-5) * probe).sum().item<double>()) /
                       (2 * h);
     EXPECT_NEAR(xr.grad().view(-1)[i].item<double>(), fd, 1e-7) << i;
+  }
+}
+
+TEST(FusedOps, ResidualAddAndRmsNormMatchTheOpsWithGradients) {
+  torch::manual_seed(6);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    for (const bool norm_used : {true, false}) {
+      SCOPED_TRACE(std::string(c10::toString(dt)) + (norm_used ? "" : ", only the sum used"));
+      const auto x0 = (torch::randn({3, 5, 67}, torch::kFloat64) * 3).to(dt);
+      const auto d0 = (torch::randn({3, 5, 67}, torch::kFloat64) * 2).to(dt);
+      const auto w0 = (torch::randn({67}, torch::kFloat64) * 0.5 + 1).to(dt);
+      const auto p_sum = torch::randn({3, 5, 67}, torch::kFloat64),
+                 p_norm = torch::randn({3, 5, 67}, torch::kFloat64);
+      auto run = [&](bool fused) {
+        auto x = x0.clone().requires_grad_(true), d = d0.clone().requires_grad_(true),
+             w = w0.clone().requires_grad_(true);
+        torch::Tensor h, y;
+        if (fused) {
+          std::tie(h, y) = add_rms_norm(x, d, w, 1e-6);
+        } else {
+          h = x + d;
+          y = rms_ops(h, w, 1e-6);
+        }
+        auto loss = (h.to(torch::kFloat64) * p_sum).sum();
+        if (norm_used) loss = loss + (y.to(torch::kFloat64) * p_norm).sum();
+        loss.backward();
+        return std::vector<torch::Tensor>{h.detach(), y.detach(), x.grad(), d.grad(), w.grad()};
+      };
+      const auto fused = run(true), ops = run(false);
+      const double tol = dt == torch::kFloat32 ? 1e-5 : 2e-2;
+      EXPECT_TRUE(torch::equal(fused[0], ops[0]));  // the sum rounds as one addition
+      EXPECT_LE(max_rel(fused[1], ops[1]), tol);
+      EXPECT_LE(max_rel(fused[2], ops[2]), tol);
+      EXPECT_LE(max_rel(fused[3], ops[3]), tol);
+      EXPECT_TRUE(torch::equal(fused[2], fused[3]));  // both addends get the same gradient
+      if (norm_used) {
+        EXPECT_LE(max_rel(fused[4], ops[4]), tol);
+      } else {
+        EXPECT_TRUE(torch::equal(fused[2], p_sum.to(dt)));
+        EXPECT_EQ(fused[4].abs().max().item<double>(), 0.0);
+      }
+    }
   }
 }
 
@@ -192,8 +235,8 @@ TEST(FusedOps, CrossEntropySumPassesNanAndRejectsBadTargets) {
   torch::Tensor x = torch::zeros({2, 40});
   x[1][33] = std::numeric_limits<float>::quiet_NaN();
   EXPECT_TRUE(std::isnan(cross_entropy_sum(x, torch::tensor({3, 5}, torch::kInt64)).item<double>()));
-  EXPECT_TRUE(std::isnan(cross_entropy_sum(x.to(torch::kBFloat16), torch::tensor({3, 5}, torch::kInt64))
-                             .item<double>()));
+  EXPECT_TRUE(std::isnan(
+      cross_entropy_sum(x.to(torch::kBFloat16), torch::tensor({3, 5}, torch::kInt64)).item<double>()));
   EXPECT_NEAR(cross_entropy_sum(x.narrow(0, 0, 1), torch::tensor({7}, torch::kInt64)).item<double>(),
               std::log(40.0), 1e-6);
   EXPECT_THROW(cross_entropy_sum(x, torch::tensor({3, 40}, torch::kInt64)), dsft::Error);
@@ -213,14 +256,17 @@ TEST(FusedOps, AttentionSoftmaxMatchesTheFormulaWithGradients) {
   for (const auto dt : {torch::kFloat32, torch::kBFloat16}) {
     for (const torch::Tensor& mask : {torch::Tensor(), causal, per_row}) {
       const torch::Tensor q0 = torch::randn({B, H, T, D}).to(dt), k0 = torch::randn({B, H, T, D}).to(dt),
-                          v0 = torch::randn({B, H, T, D}).to(dt), probe = torch::randn({B, H, T, D}, torch::kFloat64);
-      auto run = [&](const torch::Tensor& qi, const torch::Tensor& ki, const torch::Tensor& vi, bool reference) {
+                          v0 = torch::randn({B, H, T, D}).to(dt),
+                          probe = torch::randn({B, H, T, D}, torch::kFloat64);
+      auto run = [&](const torch::Tensor& qi, const torch::Tensor& ki, const torch::Tensor& vi,
+                     bool reference) {
         auto q = qi.detach().clone().requires_grad_(true), k = ki.detach().clone().requires_grad_(true),
              v = vi.detach().clone().requires_grad_(true);
         torch::Tensor out;
         if (reference) {
           auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
-          if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), std::numeric_limits<double>::lowest());
+          if (mask.defined())
+            scores = scores.masked_fill(mask.logical_not(), std::numeric_limits<double>::lowest());
           out = torch::matmul(torch::softmax(scores, -1), v);
         } else {
           AttentionContext ctx;
@@ -236,8 +282,8 @@ TEST(FusedOps, AttentionSoftmaxMatchesTheFormulaWithGradients) {
       const char* names[] = {"output", "dq", "dk", "dv"};
       for (size_t i = 0; i < got.size(); ++i) {
         EXPECT_EQ(got[i].scalar_type(), dt) << names[i];
-        EXPECT_LT(max_rel(got[i], want[i]), tol) << names[i] << ", dtype " << dt << ", mask "
-                                                 << (mask.defined() ? mask.size(0) : 0);
+        EXPECT_LT(max_rel(got[i], want[i]), tol)
+            << names[i] << ", dtype " << dt << ", mask " << (mask.defined() ? mask.size(0) : 0);
       }
     }
   }

@@ -1,6 +1,7 @@
 // The shared building blocks every family is composed from: Linear (dsft::peft::Linear, which
 // carries LoRA adapters and quantised bases), RMSNorm, the SwiGLU MLP, DeepSeekMoE (router +
-// grouped expert dispatch), GQA attention, MLA, and the pre-norm decoder layer. Registered names equal HF checkpoint key segments.
+// grouped expert dispatch), GQA attention, MLA, and the pre-norm decoder layer. Registered names equal HF
+// checkpoint key segments.
 #pragma once
 #include <torch/torch.h>
 
@@ -63,6 +64,10 @@ TORCH_MODULE(RMSNorm);
 // The RMSNorm formula: on the CPU one fused pass per row forward and backward (fp32 statistics,
 // fp64 for double), elsewhere as tensor ops.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+// (x + delta, rms_norm(x + delta, weight, eps)): the residual add and the norm after it, on the
+// CPU in one pass each way for fp32 and bf16.
+std::pair<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, const torch::Tensor& delta,
+                                                     const torch::Tensor& weight, double eps);
 
 // ---------------------------------------------------------------------------------------------
 // Token embedding
