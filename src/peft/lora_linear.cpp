@@ -174,7 +174,7 @@ struct LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
     const double scale = ctx->saved_data["scale"].toDouble();
     const auto lora_dtype = static_cast<torch::Dtype>(ctx->saved_data["lora_dtype"].toInt());
     const torch::Tensor dy = grad_outputs[0].reshape({-1, weight.size(0)}).to(x.scalar_type());  // [N, out]
-    const torch::Tensor dmid = peft::product(dy, b, scale);                                           // [N, r]
+    const torch::Tensor dmid = peft::product(dy, b, scale);                                      // [N, r]
     torch::Tensor dx;
     if (ctx->needs_input_grad(0)) {
       dx = peft::product(dmid, a);
@@ -183,9 +183,13 @@ struct LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
       sizes.back() = weight.size(1);
       dx = dx.view(sizes);
     }
-    torch::Tensor da = peft::product(dmid.t(), x).to(lora_dtype);  // [r, in]
-    // (midᵀ dy)ᵀ: the r-row product reads dy row by row (dyᵀ mid reads it transposed, 2x slower).
-    torch::Tensor db = peft::product(mid.t(), dy).to(lora_dtype).t().contiguous();  // [out, r]
+    // Written straight in the factors' dtype (fp32 factors: the bf16 products' fp32 sums).
+    torch::Tensor da = torch::empty({a.size(0), a.size(1)}, x.options().dtype(lora_dtype));  // [r, in]
+    peft::product_into(da, dmid.t(), x);
+    // dBᵀ = midᵀ dy: the r-row product reads dy row by row (dyᵀ mid reads it transposed, 2x slower).
+    torch::Tensor dbt = torch::empty({b.size(1), b.size(0)}, x.options().dtype(lora_dtype));  // [r, out]
+    peft::product_into(dbt, mid.t(), dy);
+    torch::Tensor db = dbt.t().contiguous();
     return {dx, torch::Tensor(), da, db, torch::Tensor()};
   }
 };
@@ -199,7 +203,8 @@ LinearImpl::LinearImpl(const LinearOptions& options) : options_(options) {
                       std::to_string(options_.out_features()) + ")");
   }
   const torch::TensorOptions& topt = options_.tensor_options();
-  weight = register_parameter("weight", torch::empty({options_.out_features(), options_.in_features()}, topt));
+  weight =
+      register_parameter("weight", torch::empty({options_.out_features(), options_.in_features()}, topt));
   if (options_.bias()) bias = register_parameter("bias", torch::empty({options_.out_features()}, topt));
   if (options_.initialize()) reset_parameters();
 }
@@ -242,7 +247,8 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& input) {
       (lora_dropout.is_empty() || !is_training()) &&
       (lora_autocast_ || input.scalar_type() == lora_A->weight.scalar_type()) &&
       input.scalar_type() == weight.scalar_type()) {
-    torch::Tensor y = LoraLinearFn::apply(input, weight, lora_A->weight, lora_B->weight, lora_options_.scale());
+    torch::Tensor y =
+        LoraLinearFn::apply(input, weight, lora_A->weight, lora_B->weight, lora_options_.scale());
     return bias.defined() ? y + bias : y;
   }
   torch::Tensor y;

@@ -49,7 +49,8 @@ bool plain_strides(const at::Tensor& t, int64_t& s0, int64_t& s1) {
 }
 
 struct Key {
-  int64_t m, k, n, as0, as1, bs0, bs1, cs0;
+  int64_t m, k, n, as0, as1, bs0, bs1, cs0, cs1;
+  bool c_f32;  // the output in fp32 (else bf16)
   bool accumulate;
   float alpha;
   bool operator==(const Key& o) const { return std::memcmp(this, &o, sizeof(Key)) == 0; }
@@ -101,7 +102,7 @@ class Cache {
     std::memset(&probe, 0, sizeof(probe));
     probe.m = probe.k = probe.n = 16;
     probe.as0 = probe.bs0 = probe.cs0 = 16;
-    probe.as1 = probe.bs1 = 1;
+    probe.as1 = probe.bs1 = probe.cs1 = 1;
     probe.alpha = 1.0f;
     enabled_ = build(probe) != nullptr;
   }
@@ -112,7 +113,7 @@ class Cache {
       auto p = std::make_shared<Primitive>();
       p->a = dnnl::memory::desc({key.m, key.k}, dt::bf16, {key.as0, key.as1});
       p->b = dnnl::memory::desc({key.k, key.n}, dt::bf16, {key.bs0, key.bs1});
-      p->c = dnnl::memory::desc({key.m, key.n}, dt::bf16, {key.cs0, 1});
+      p->c = dnnl::memory::desc({key.m, key.n}, key.c_f32 ? dt::f32 : dt::bf16, {key.cs0, key.cs1});
       dnnl::primitive_attr attr;
       if (key.alpha != 1.0f) attr.set_output_scales(0, {key.alpha});
       if (key.accumulate) {
@@ -121,6 +122,9 @@ class Cache {
         attr.set_post_ops(ops);
       }
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p->a, p->b, p->c), attr, engine_);
+      // oneDNN's reference loops (what it falls back to for, e.g., a column-major output) are
+      // hundreds of times slower than its kernels: libtorch takes such products instead.
+      if (std::strncmp(pd.impl_info_str(), "ref", 3) == 0) return nullptr;
       p->prim = dnnl::matmul(pd);
       return p;
     } catch (const dnnl::error&) {
@@ -134,17 +138,23 @@ class Cache {
   bool enabled_ = false;
 };
 
-// c (contiguous [M, N] bf16) = alpha a b (+ c when accumulating); false when oneDNN cannot
-// take these operands and the caller should use libtorch.
-bool onednn_matmul(const at::Tensor& a, const at::Tensor& b, at::Tensor& c, double alpha, bool accumulate) {
+// c ([M, N] bf16 or fp32, row- or column-major) = alpha a b (+ c when accumulating); false when
+// oneDNN cannot take these operands and the caller should use libtorch.
+bool onednn_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, double alpha,
+                   bool accumulate) {
   Cache& cache = Cache::get();
   if (!cache.enabled() || !a.device().is_cpu() || a.scalar_type() != at::kBFloat16 ||
-      b.scalar_type() != at::kBFloat16 || !b.device().is_cpu() || a.dim() != 2 || b.dim() != 2)
+      b.scalar_type() != at::kBFloat16 || !b.device().is_cpu() || a.dim() != 2 || b.dim() != 2 ||
+      c.dim() != 2 || !c.device().is_cpu() ||
+      (c.scalar_type() != at::kBFloat16 && c.scalar_type() != at::kFloat))
     return false;
-  if (a.size(1) != b.size(0) || a.size(0) == 0 || a.size(1) == 0 || b.size(1) == 0) return false;
-  at::Tensor ac = a, bc = b;
+  if (a.size(1) != b.size(0) || a.size(0) == 0 || a.size(1) == 0 || b.size(1) == 0 ||
+      c.size(0) != a.size(0) || c.size(1) != b.size(1))
+    return false;
   Key key;
   std::memset(&key, 0, sizeof(key));
+  if (!plain_strides(c, key.cs0, key.cs1)) return false;
+  at::Tensor ac = a, bc = b;
   if (!plain_strides(ac, key.as0, key.as1)) {
     ac = a.contiguous();
     plain_strides(ac, key.as0, key.as1);
@@ -156,7 +166,7 @@ bool onednn_matmul(const at::Tensor& a, const at::Tensor& b, at::Tensor& c, doub
   key.m = a.size(0);
   key.k = a.size(1);
   key.n = b.size(1);
-  key.cs0 = key.n;
+  key.c_f32 = c.scalar_type() == at::kFloat;
   key.accumulate = accumulate;
   key.alpha = static_cast<float>(alpha);
   std::shared_ptr<Primitive> p = cache.find(key);
@@ -189,6 +199,24 @@ at::Tensor product(const at::Tensor& a, const at::Tensor& b, double alpha) {
   }
 #endif
   return torch_matmul(a, b, alpha);
+}
+
+void product_into(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b, double alpha,
+                  bool accumulate) {
+#ifdef DSFT_HAVE_ONEDNN
+  if (onednn_matmul(a, b, c, alpha, accumulate)) return;
+#endif
+  // A wider output on the CPU takes the product in its own dtype (the fp32 sums oneDNN would give);
+  // on other devices the product keeps the operands' dtype (tensor cores) and is then widened.
+  at::Tensor p = c.scalar_type() == a.scalar_type() ? at::mm(a, b)
+                 : a.device().is_cpu()              ? at::mm(a.to(c.scalar_type()), b.to(c.scalar_type()))
+                                                    : at::mm(a, b).to(c.scalar_type());
+  if (accumulate) {
+    c.add_(p, alpha);
+  } else {
+    if (alpha != 1.0) p.mul_(alpha);
+    c.copy_(p);
+  }
 }
 
 void add_product_(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, double alpha) {

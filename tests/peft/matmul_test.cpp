@@ -1,7 +1,7 @@
-// The LoRA layer's products (dsft::peft::product / add_product_) against fp64 products of the same
-// operands: every layout the layer uses (plain, transposed, sliced with a leading dimension),
-// skinny and square shapes, the scale, accumulation into an existing output; other dtypes equal
-// torch::mm exactly.
+// The LoRA layer's products (dsft::peft::product / add_product_ / product_into) against fp64
+// products of the same operands: every layout the layer uses (plain, transposed, sliced with a
+// leading dimension), skinny and square shapes, the scale, accumulation into an existing output,
+// fp32 outputs of bf16 operands; other dtypes equal torch::mm exactly.
 #include "dsft/peft/matmul.h"
 
 #include <gtest/gtest.h>
@@ -46,6 +46,40 @@ TEST(LoraMatmul, Bf16ProductsMatchFp64ForEveryLayout) {
     add_product_(c, at, b, 2.0);
     expect_product(c, c0.to(torch::kFloat64) + want * 2.0, name + " accumulated");
   }
+}
+
+TEST(LoraMatmul, Fp32OutputsKeepTheFp32Sums) {
+  torch::manual_seed(5);
+  for (const auto& [m, k, n] :
+       {std::tuple<int64_t, int64_t, int64_t>{16, 456, 640}, {16, 456, 17}, {3, 5, 7}}) {
+    const std::string name = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
+    const torch::Tensor a = torch::randn({k, m}, torch::kFloat64).to(torch::kBFloat16).t();  // as dmidᵀ
+    const torch::Tensor b = torch::randn({k, n}, torch::kFloat64).to(torch::kBFloat16);
+    const torch::Tensor a64 = a.to(torch::kFloat64), b64 = b.to(torch::kFloat64);
+    const torch::Tensor want = torch::mm(a64, b64);
+    // fp32 accumulation of exact bf16 products: far inside one bf16 rounding (1/256 relative).
+    const torch::Tensor bound = torch::mm(a64.abs(), b64.abs()) * 1e-5 + 1e-6;
+    auto check = [&](const torch::Tensor& got, const torch::Tensor& expected, const std::string& what) {
+      ASSERT_EQ(got.scalar_type(), torch::kFloat32) << what;
+      const torch::Tensor err = (got.to(torch::kFloat64) - expected).abs();
+      EXPECT_TRUE((err <= bound * 2).all().item<bool>())
+          << what << ": max error " << err.max().item<double>();
+    };
+    torch::Tensor c = torch::empty({m, n}, torch::kFloat32);
+    product_into(c, a, b);
+    check(c, want, name + " row-major");
+    product_into(c, a, b, 0.5, /*accumulate=*/true);
+    check(c, want * 1.5, name + " accumulated, scaled");
+    torch::Tensor ct = torch::empty({n, m}, torch::kFloat32);  // written through a transposed view
+    product_into(ct.t(), a, b, 2.0);
+    check(ct.t(), want * 2.0, name + " transposed view");
+    torch::Tensor cb = torch::empty({m, n}, torch::kBFloat16);  // bf16 output: one rounding
+    product_into(cb, a, b);
+    expect_product(cb, want, name + " bf16 output");
+  }
+  torch::Tensor wrong = torch::empty({4, 4}, torch::kFloat32);
+  EXPECT_ANY_THROW(
+      product_into(wrong, torch::ones({3, 8}, torch::kBFloat16), torch::ones({8, 4}, torch::kBFloat16)));
 }
 
 TEST(LoraMatmul, OtherDtypesAreTorchMm) {

@@ -14,6 +14,13 @@ at::Tensor product(const at::Tensor& a, const at::Tensor& b, double alpha = 1.0)
 // c += alpha · a b in place; c is a contiguous [M, N] of a's dtype.
 void add_product_(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, double alpha = 1.0);
 
+// c = alpha · a b (+ c when `accumulate`) into an existing [M, N] tensor in a's dtype or in fp32
+// (on the CPU, bf16 products then round once, from the fp32 sums; elsewhere the product is taken
+// in a's dtype and widened). c may be a strided view; oneDNN takes row-major outputs only (others
+// go through libtorch).
+void product_into(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b, double alpha = 1.0,
+                  bool accumulate = false);
+
 // True when this build calls oneDNN directly for bf16 products on this CPU.
 bool direct_bf16_matmul();
 
