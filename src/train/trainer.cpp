@@ -38,6 +38,11 @@ namespace {
 // merge while a record id used twice in one row still marks one record (document_spans() then
 // falls back to the mask, as for the rows it came from). The first token of each row had no
 // logit before it: it stays no target (nor does a row's first real token after padding).
+// The row is then padded up to a multiple of kRowMultiple slots (never past B·T): a row length
+// of its own for every batch would make every product a new shape, and each new shape costs the
+// CPU back end a kernel build (a few per cent of a step) and cache memory.
+constexpr int64_t kRowMultiple = 16;
+
 Batch without_padding(const Batch& b) {
   const int64_t B = b.batch_size, T = b.seq_len;
   Batch f;
@@ -58,7 +63,16 @@ Batch without_padding(const Batch& b) {
       first = false;
     }
   }
-  f.seq_len = static_cast<int64_t>(f.input_ids.size());
+  const int64_t real = static_cast<int64_t>(f.input_ids.size());
+  const int64_t padded = std::min(B * T, (real + kRowMultiple - 1) / kRowMultiple * kRowMultiple);
+  const auto pad_slot =
+      std::find_if(b.segment_ids.begin(), b.segment_ids.end(), [](int32_t s) { return s < 0; });
+  const int64_t pad_id = b.input_ids[static_cast<size_t>(pad_slot - b.segment_ids.begin())];
+  f.input_ids.resize(static_cast<size_t>(padded), pad_id);
+  f.labels_mask.resize(static_cast<size_t>(padded), 0);
+  f.segment_ids.resize(static_cast<size_t>(padded), -1);
+  f.position_ids.resize(static_cast<size_t>(padded), 0);
+  f.seq_len = padded;
   return f;
 }
 

@@ -201,24 +201,28 @@ TEST(Trainer, PackedRecordsDoNotSeeEachOther) {
 TEST(Trainer, PaddedBatchesRunWithoutPaddingAndRowsStayApart) {
   auto lm = tiny_model("llama");
   const torch::Device cpu(torch::kCPU);
-  // Row 0: one record of 12 tokens (id 0); row 1: records of 4 (id 0, like row 0's) and 3 tokens
-  // (id 1), then 5 slots of padding. Row 1 opens with a target that has no logit before it.
+  // Row 0: one record of 40 tokens (id 0); row 1: records of 4 (id 0, like row 0's) and 3 tokens
+  // (id 1), then 33 slots of padding. Row 1 opens with a target that has no logit before it.
   train::Sample two = sample(4, 2, 60, 0), second = sample(3, 2, 80, 1);
   two.ids.insert(two.ids.end(), second.ids.begin(), second.ids.end());
   two.labels_mask.insert(two.labels_mask.end(), second.labels_mask.begin(), second.labels_mask.end());
   two.segment_ids.insert(two.segment_ids.end(), second.segment_ids.begin(), second.segment_ids.end());
   two.labels_mask[0] = 1;
-  const std::vector<train::Sample> s = {sample(12, 9, 5), two};
+  const std::vector<train::Sample> s = {sample(40, 9, 5), two};
 
   const auto t = train::to_tensors(batch_of(s, {0, 1}), cpu);
-  EXPECT_EQ(t.input_ids.sizes(), torch::IntArrayRef({1, 19}));
-  EXPECT_EQ(t.tokens, 19);
+  // 47 real tokens in one row, padded to 48 (a multiple of 16) instead of 80 slots.
+  EXPECT_EQ(t.input_ids.sizes(), torch::IntArrayRef({1, 48}));
+  EXPECT_EQ(t.tokens, 47);
   EXPECT_EQ(t.target_tokens, 9 + 2 + 2);
-  ASSERT_EQ(t.spans.size(), 3u);
-  EXPECT_EQ(t.spans[1].begin, 12);
+  ASSERT_EQ(t.spans.size(), 4u);  // three records and the padding
+  EXPECT_EQ(t.spans[1].begin, 40);
   EXPECT_EQ(t.spans[1].length, 4);
-  EXPECT_EQ(t.position_ids[0][12].item<int64_t>(), 0);
-  EXPECT_EQ(t.position_ids[0][18].item<int64_t>(), 2);
+  EXPECT_EQ(t.spans[3].begin, 47);
+  EXPECT_EQ(t.position_ids[0][40].item<int64_t>(), 0);
+  EXPECT_EQ(t.position_ids[0][46].item<int64_t>(), 2);
+  EXPECT_EQ(t.segment_ids[0][47].item<int64_t>(), -1);
+  EXPECT_FALSE(t.labels_mask[0][47].item<bool>());
 
   // Loss and gradients are those of the rows run one at a time.
   const double together = train::loss_sum(*lm, t, {}, 1.0);

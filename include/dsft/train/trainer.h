@@ -39,9 +39,10 @@ void require_fits(const MemoryPlan& plan, const TrainConfig& cfg);
 // Returns whether a model was created.
 bool ensure_model(const TrainConfig& cfg);
 
-// One batch as tensors on a device. A batch with padding becomes one row [1, N] of its N real
-// tokens (row after row; records keep their positions and never see each other), so that no work
-// is spent on padding; a batch without padding keeps its [B, T] rows.
+// One batch as tensors on a device. A batch with padding becomes one row of its N real tokens
+// (row after row; records keep their positions and never see each other), padded only up to a
+// multiple of 16 slots (no more than B·T), so that little work is spent on padding; a batch
+// without padding keeps its [B, T] rows.
 struct BatchTensors {
   torch::Tensor input_ids;     // int64 [B, T]
   torch::Tensor labels_mask;   // bool [B, T]: position t is a target (predicted from t - 1)
