@@ -6,12 +6,13 @@
 # peak RSS, the largest per-step loss difference, and model FLOPs utilisation against the measured
 # matrix-multiply peak of the machine.
 #   scripts/bench/train_vs_pytorch.sh [build-dir]        (default: build; from the project root)
-#   STEPS=12 WARMUP=2 ROUNDS=2 THREADS=2 WORK=/tmp/dsft-bench-vs-torch scripts/bench/train_vs_pytorch.sh build
+#   STEPS=12 WARMUP=2 ROUNDS=3 THREADS=2 WORK=/tmp/dsft-bench-vs-torch scripts/bench/train_vs_pytorch.sh build
 # The build needs -DDSFT_BENCH=ON (dsft and dsft_bench_train_batches). Both sides run one after
 # the other with the same thread count and the same BLAS (whatever libblas.so.3 points to, and
 # OPENBLAS_CORETYPE if set in the environment). On a machine busy with other jobs use THREADS=1
 # or OMP_WAIT_POLICY=passive: OpenMP threads spinning for a preempted peer slow both sides 5-8×.
-# About 3-4 minutes on 2 idle cores (two rounds); docs/BENCHMARKS.md has the figures.
+# About 5 minutes on 2 idle cores (three rounds; each side's best round counts, so that a slow
+# phase of a shared VM during one run does not decide the ratio); docs/BENCHMARKS.md has the figures.
 set -euo pipefail
 BUILD=${1:-build}
 DSFT=$BUILD/dsft
@@ -21,7 +22,7 @@ STEPS=${STEPS:-12}
 WARMUP=${WARMUP:-2}
 THREADS=${THREADS:-$(nproc)}
 PRECISIONS=${PRECISIONS:-"fp32 bf16"}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 PY=/usr/bin/python3
 for b in "$DSFT" "$DUMP"; do
   [ -x "$b" ] || { echo "no $b (configure with -DDSFT_BENCH=ON and build dsft dsft_bench_train_batches)" >&2; exit 1; }
