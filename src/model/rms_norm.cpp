@@ -35,10 +35,12 @@ A lane_sum(int64_t n, F f) {
   return sum;
 }
 
-// Rows of x [rows, n] -> y [rows, n] and r [rows] (fp32, or fp64 for double).
+// Rows per task of at::parallel_for: about 16k elements.
 int64_t rows_grain(int64_t n) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
 }
+
+// Rows of x [rows, n] -> y [rows, n] and r [rows] (fp32, or fp64 for double).
 
 template <typename T>
 void rms_forward(const T* x, const T* w, T* y, acc_t<T>* r, int64_t rows, int64_t n, double eps) {
@@ -57,23 +59,22 @@ void rms_forward(const T* x, const T* w, T* y, acc_t<T>* r, int64_t rows, int64_
     });
     return;
   }
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t i = begin; i < end; ++i) {
-                       const T* xi = x + i * n;
-                       const A sum = lane_sum<A>(n, [&](int64_t j) {
-                         const A v = static_cast<A>(xi[j]);
-                         return v * v;
-                       });
-                       const A ri = A(1) / std::sqrt(sum / static_cast<A>(n) + static_cast<A>(eps));
-                       r[i] = ri;
-                       T* yi = y + i * n;
-                       // The normalised value is rounded to x's dtype before the weight multiplies it.
-                       for (int64_t j = 0; j < n; ++j)
-                         yi[j] = static_cast<T>(static_cast<A>(w[j]) *
-                                                static_cast<A>(static_cast<T>(static_cast<A>(xi[j]) * ri)));
-                     }
-                   });
+  at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* xi = x + i * n;
+      const A sum = lane_sum<A>(n, [&](int64_t j) {
+        const A v = static_cast<A>(xi[j]);
+        return v * v;
+      });
+      const A ri = A(1) / std::sqrt(sum / static_cast<A>(n) + static_cast<A>(eps));
+      r[i] = ri;
+      T* yi = y + i * n;
+      // The normalised value is rounded to x's dtype before the weight multiplies it.
+      for (int64_t j = 0; j < n; ++j)
+        yi[j] =
+            static_cast<T>(static_cast<A>(w[j]) * static_cast<A>(static_cast<T>(static_cast<A>(xi[j]) * ri)));
+    }
+  });
 }
 
 // dx = r · (g − x̂ · mean(g · x̂)) with g = dy · w and x̂ = x · r, all in the accumulation type.
@@ -93,24 +94,22 @@ void rms_backward(const T* x, const T* w, const T* dy, const acc_t<T>* r, T* dx,
     });
     return;
   }
-  at::parallel_for(
-      0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)), [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const T *xi = x + i * n, *gi = dy + i * n;
-          const A ri = r[i];
-          const A dot =
-              lane_sum<A>(n,
-                          [&](int64_t j) {
-                            return static_cast<A>(gi[j]) * static_cast<A>(w[j]) * static_cast<A>(xi[j]);
-                          }) *
-              ri / static_cast<A>(n);
-          T* di = dx + i * n;
-          for (int64_t j = 0; j < n; ++j) {
-            const A xh = static_cast<A>(xi[j]) * ri;
-            di[j] = static_cast<T>(ri * (static_cast<A>(gi[j]) * static_cast<A>(w[j]) - xh * dot));
-          }
-        }
-      });
+  at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T *xi = x + i * n, *gi = dy + i * n;
+      const A ri = r[i];
+      const A dot = lane_sum<A>(n,
+                                [&](int64_t j) {
+                                  return static_cast<A>(gi[j]) * static_cast<A>(w[j]) * static_cast<A>(xi[j]);
+                                }) *
+                    ri / static_cast<A>(n);
+      T* di = dx + i * n;
+      for (int64_t j = 0; j < n; ++j) {
+        const A xh = static_cast<A>(xi[j]) * ri;
+        di[j] = static_cast<T>(ri * (static_cast<A>(gi[j]) * static_cast<A>(w[j]) - xh * dot));
+      }
+    }
+  });
 }
 
 // dw = Σ_rows dy · cast(x̂), as the ops compute it (only when the norm's weight trains).

@@ -138,8 +138,9 @@ class Cache {
   bool enabled_ = false;
 };
 
-// c ([M, N] bf16 or fp32, row- or column-major) = alpha a b (+ c when accumulating); false when
-// oneDNN cannot take these operands and the caller should use libtorch.
+// c ([M, N] bf16 or fp32, with plain strides) = alpha a b (+ c when accumulating); false when
+// oneDNN cannot take these operands (or has only its reference loops for them) and the caller
+// should use libtorch.
 bool onednn_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, double alpha,
                    bool accumulate) {
   Cache& cache = Cache::get();
