@@ -9,6 +9,8 @@
 #include <cstring>
 #include <limits>
 
+#include "model/lane_sum.h"
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define DSFT_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -127,21 +129,6 @@ inline void masked_softmax_grad_impl(const float* p, Load dp, const bool* blocke
   for (int64_t j = 0; j < n; ++j) store(j, (blocked && blocked[j]) ? 0.0f : p[j] * (dp(j) - dot) * scale);
 }
 
-// Σ f(j) over j < n with 16 independent partial sums (one running sum would be a chain of dependent
-// additions, which the compiler may not reorder).
-template <class F>
-inline float lane_sum(int64_t n, F f) {
-  constexpr int kLanes = 16;
-  float part[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) part[k] += f(j + k);
-  for (; j < n; ++j) part[0] += f(j);
-  float sum = 0.0f;
-  for (int k = 0; k < kLanes; ++k) sum += part[k];
-  return sum;
-}
-
 // Load(p, j) -> float, Round(float) -> float rounded to the format, Store(p, j, float).
 template <class T, class Load, class Round, class Store>
 inline void rms_norm_rows_impl(const T* x, const T* delta, T* sum, const T* w, T* y, float* r, int64_t begin,
@@ -154,7 +141,7 @@ inline void rms_norm_rows_impl(const T* x, const T* delta, T* sum, const T* w, T
       for (int64_t j = 0; j < n; ++j) store(si, j, load(xi, j) + load(di, j));
       xi = si;
     }
-    const float ss = lane_sum(n, [&](int64_t j) {
+    const float ss = lane_sum<float>(n, [&](int64_t j) {
       const float v = load(xi, j);
       return v * v;
     });
@@ -172,8 +159,8 @@ inline void rms_norm_grad_rows_impl(const T* x, const T* w, const T* dy, const f
   for (int64_t i = begin; i < end; ++i) {
     const T *xi = x + i * n, *gi = dy + i * n;
     const float ri = r[i];
-    const float dot = lane_sum(n, [&](int64_t j) { return load(gi, j) * load(w, j) * load(xi, j); }) * ri /
-                      static_cast<float>(n);
+    const float dot = lane_sum<float>(n, [&](int64_t j) { return load(gi, j) * load(w, j) * load(xi, j); }) *
+                      ri / static_cast<float>(n);
     T* di = dx + i * n;
     for (int64_t j = 0; j < n; ++j) {
       const float xh = load(xi, j) * ri;

@@ -12,6 +12,7 @@
 #include "dsft/model/layers.h"
 #include "model/bf16_bits.h"
 #include "model/cpu_kernels.h"
+#include "model/lane_sum.h"
 
 namespace dsft::model {
 
@@ -20,45 +21,55 @@ namespace {
 template <typename T>
 using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-// Σ f(j) over j < n with 16 independent partial sums (a single running sum is one long chain of
-// dependent additions; the compiler may not reorder floating-point sums by itself).
-template <typename A, typename F>
-A lane_sum(int64_t n, F f) {
-  constexpr int L = 16;
-  A part[L] = {};
-  int64_t j = 0;
-  for (; j + L <= n; j += L)
-    for (int k = 0; k < L; ++k) part[k] += f(j + k);
-  for (; j < n; ++j) part[0] += f(j);
-  A sum = 0;
-  for (int k = 0; k < L; ++k) sum += part[k];
-  return sum;
-}
-
 // Rows per task of at::parallel_for: about 16k elements.
 int64_t rows_grain(int64_t n) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
 }
 
-// Rows of x [rows, n] -> y [rows, n] and r [rows] (fp32, or fp64 for double).
+// fp32 and bf16 rows go through the vectorised loops (forward_rows / backward_rows); the
+// templates below take the other dtypes (fp64 statistics for double, fp32 for half).
+bool vectorised(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16;
+}
 
+// Rows of x [rows, n] (plus delta, written to sum, when delta is defined) -> y and r, fp32/bf16.
+void forward_rows(const torch::Tensor& x, const torch::Tensor& delta, const torch::Tensor& sum,
+                  const torch::Tensor& w, const torch::Tensor& y, const torch::Tensor& r, int64_t rows,
+                  int64_t n, double eps) {
+  const bool add = delta.defined(), bf16 = x.scalar_type() == torch::kBFloat16;
+  const auto e = static_cast<float>(eps);
+  at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
+    if (bf16)
+      kernels::rms_norm_rows_bf16(bf16_bits(x), add ? bf16_bits(delta) : nullptr,
+                                  add ? bf16_bits(sum) : nullptr, bf16_bits(w), bf16_bits(y),
+                                  r.data_ptr<float>(), begin, end, n, e);
+    else
+      kernels::rms_norm_rows_f32(x.data_ptr<float>(), add ? delta.data_ptr<float>() : nullptr,
+                                 add ? sum.data_ptr<float>() : nullptr, w.data_ptr<float>(),
+                                 y.data_ptr<float>(), r.data_ptr<float>(), begin, end, n, e);
+  });
+}
+
+// dx for rows of x (plus dres when it is defined), fp32/bf16.
+void backward_rows(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& dy,
+                   const torch::Tensor& r, const torch::Tensor& dres, const torch::Tensor& dx, int64_t rows,
+                   int64_t n) {
+  const bool res = dres.defined(), bf16 = x.scalar_type() == torch::kBFloat16;
+  at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
+    if (bf16)
+      kernels::rms_norm_grad_rows_bf16(bf16_bits(x), bf16_bits(w), bf16_bits(dy), r.data_ptr<float>(),
+                                       res ? bf16_bits(dres) : nullptr, bf16_bits(dx), begin, end, n);
+    else
+      kernels::rms_norm_grad_rows_f32(x.data_ptr<float>(), w.data_ptr<float>(), dy.data_ptr<float>(),
+                                      r.data_ptr<float>(), res ? dres.data_ptr<float>() : nullptr,
+                                      dx.data_ptr<float>(), begin, end, n);
+  });
+}
+
+// Rows of x [rows, n] -> y [rows, n] and r [rows] (fp32, or fp64 for double).
 template <typename T>
 void rms_forward(const T* x, const T* w, T* y, acc_t<T>* r, int64_t rows, int64_t n, double eps) {
   using A = acc_t<T>;
-  if constexpr (std::is_same_v<T, float>) {
-    at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
-      kernels::rms_norm_rows_f32(x, nullptr, nullptr, w, y, r, begin, end, n, static_cast<float>(eps));
-    });
-    return;
-  } else if constexpr (std::is_same_v<T, at::BFloat16>) {
-    const auto* xb = reinterpret_cast<const uint16_t*>(x);
-    const auto* wb = reinterpret_cast<const uint16_t*>(w);
-    auto* yb = reinterpret_cast<uint16_t*>(y);
-    at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
-      kernels::rms_norm_rows_bf16(xb, nullptr, nullptr, wb, yb, r, begin, end, n, static_cast<float>(eps));
-    });
-    return;
-  }
   at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const T* xi = x + i * n;
@@ -81,19 +92,6 @@ void rms_forward(const T* x, const T* w, T* y, acc_t<T>* r, int64_t rows, int64_
 template <typename T>
 void rms_backward(const T* x, const T* w, const T* dy, const acc_t<T>* r, T* dx, int64_t rows, int64_t n) {
   using A = acc_t<T>;
-  if constexpr (std::is_same_v<T, float>) {
-    at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
-      kernels::rms_norm_grad_rows_f32(x, w, dy, r, nullptr, dx, begin, end, n);
-    });
-    return;
-  } else if constexpr (std::is_same_v<T, at::BFloat16>) {
-    at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
-      kernels::rms_norm_grad_rows_bf16(
-          reinterpret_cast<const uint16_t*>(x), reinterpret_cast<const uint16_t*>(w),
-          reinterpret_cast<const uint16_t*>(dy), r, nullptr, reinterpret_cast<uint16_t*>(dx), begin, end, n);
-    });
-    return;
-  }
   at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const T *xi = x + i * n, *gi = dy + i * n;
@@ -130,10 +128,14 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
     torch::Tensor y = torch::empty_like(x);
     torch::Tensor r = torch::empty(
         {rows}, x.options().dtype(x.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat));
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dsft_rms_norm", [&] {
-      rms_forward<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                            r.data_ptr<acc_t<scalar_t>>(), rows, n, eps);
-    });
+    if (vectorised(x)) {
+      forward_rows(x, {}, {}, w, y, r, rows, n, eps);
+    } else {
+      AT_DISPATCH_FLOATING_TYPES_AND(at::kHalf, x.scalar_type(), "dsft_rms_norm", [&] {
+        rms_forward<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                              r.data_ptr<acc_t<scalar_t>>(), rows, n, eps);
+      });
+    }
     ctx->save_for_backward({x, w, r});
     return y;
   }
@@ -147,11 +149,14 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
     torch::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {
       dx = torch::empty_like(x);
-      AT_DISPATCH_FLOATING_TYPES_AND2(
-          at::kBFloat16, at::kHalf, x.scalar_type(), "dsft_rms_norm_backward", [&] {
-            rms_backward<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
-                                   r.data_ptr<acc_t<scalar_t>>(), dx.data_ptr<scalar_t>(), rows, n);
-          });
+      if (vectorised(x)) {
+        backward_rows(x, w, dy, r, {}, dx, rows, n);
+      } else {
+        AT_DISPATCH_FLOATING_TYPES_AND(at::kHalf, x.scalar_type(), "dsft_rms_norm_backward", [&] {
+          rms_backward<scalar_t>(x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
+                                 r.data_ptr<acc_t<scalar_t>>(), dx.data_ptr<scalar_t>(), rows, n);
+        });
+      }
     }
     if (ctx->needs_input_grad(1)) dw = weight_grad(x, r, dy, w);
     return {dx, dw, torch::Tensor()};
@@ -170,16 +175,7 @@ struct AddRmsNormFn : public torch::autograd::Function<AddRmsNormFn> {
     const int64_t rows = n > 0 ? xc.numel() / n : 0;
     torch::Tensor sum = torch::empty_like(xc), y = torch::empty_like(xc);
     torch::Tensor r = torch::empty({rows}, xc.options().dtype(torch::kFloat));
-    const bool bf16 = xc.scalar_type() == torch::kBFloat16;
-    at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
-      if (bf16)
-        kernels::rms_norm_rows_bf16(bf16_bits(xc), bf16_bits(dc), bf16_bits(sum), bf16_bits(w), bf16_bits(y),
-                                    r.data_ptr<float>(), begin, end, n, static_cast<float>(eps));
-      else
-        kernels::rms_norm_rows_f32(xc.data_ptr<float>(), dc.data_ptr<float>(), sum.data_ptr<float>(),
-                                   w.data_ptr<float>(), y.data_ptr<float>(), r.data_ptr<float>(), begin, end,
-                                   n, static_cast<float>(eps));
-    });
+    forward_rows(xc, dc, sum, w, y, r, rows, n, eps);
     ctx->save_for_backward({sum, w, r});
     return {sum, y};
   }
@@ -195,17 +191,7 @@ struct AddRmsNormFn : public torch::autograd::Function<AddRmsNormFn> {
     torch::Tensor dx, dw;
     if (ctx->needs_input_grad(0) || ctx->needs_input_grad(1)) {
       dx = torch::empty_like(x);
-      const bool bf16 = x.scalar_type() == torch::kBFloat16;
-      at::parallel_for(0, rows, rows_grain(n), [&](int64_t begin, int64_t end) {
-        if (bf16)
-          kernels::rms_norm_grad_rows_bf16(bf16_bits(x), bf16_bits(w), bf16_bits(dy), r.data_ptr<float>(),
-                                           dres.defined() ? bf16_bits(dres) : nullptr, bf16_bits(dx), begin,
-                                           end, n);
-        else
-          kernels::rms_norm_grad_rows_f32(
-              x.data_ptr<float>(), w.data_ptr<float>(), dy.data_ptr<float>(), r.data_ptr<float>(),
-              dres.defined() ? dres.data_ptr<float>() : nullptr, dx.data_ptr<float>(), begin, end, n);
-      });
+      backward_rows(x, w, dy, r, dres, dx, rows, n);
     }
     if (ctx->needs_input_grad(2)) dw = weight_grad(x, r, dy, w);
     return {ctx->needs_input_grad(0) ? dx : torch::Tensor(), ctx->needs_input_grad(1) ? dx : torch::Tensor(),

@@ -207,11 +207,18 @@ void product_into(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b,
 #ifdef DSFT_HAVE_ONEDNN
   if (onednn_matmul(a, b, c, alpha, accumulate)) return;
 #endif
+  if (c.scalar_type() == a.scalar_type()) {
+    if (accumulate) {
+      c.addmm_(a, b, 1.0, alpha);
+    } else {
+      c.copy_(torch_matmul(a, b, alpha));
+    }
+    return;
+  }
   // A wider output on the CPU takes the product in its own dtype (the fp32 sums oneDNN would give);
   // on other devices the product keeps the operands' dtype (tensor cores) and is then widened.
-  at::Tensor p = c.scalar_type() == a.scalar_type() ? at::mm(a, b)
-                 : a.device().is_cpu()              ? at::mm(a.to(c.scalar_type()), b.to(c.scalar_type()))
-                                                    : at::mm(a, b).to(c.scalar_type());
+  at::Tensor p = a.device().is_cpu() ? at::mm(a.to(c.scalar_type()), b.to(c.scalar_type()))
+                                     : at::mm(a, b).to(c.scalar_type());
   if (accumulate) {
     c.add_(p, alpha);
   } else {
@@ -221,13 +228,7 @@ void product_into(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b,
 }
 
 void add_product_(at::Tensor& c, const at::Tensor& a, const at::Tensor& b, double alpha) {
-#ifdef DSFT_HAVE_ONEDNN
-  if (c.is_contiguous() && c.dim() == 2 && a.dim() == 2 && b.dim() == 2 && c.size(0) == a.size(0) &&
-      c.size(1) == b.size(1) && c.scalar_type() == a.scalar_type() && c.device().is_cpu() &&
-      onednn_matmul(a, b, c, alpha, true))
-    return;
-#endif
-  c.addmm_(a, b, 1.0, alpha);
+  product_into(c, a, b, alpha, /*accumulate=*/true);
 }
 
 }  // namespace dsft::peft

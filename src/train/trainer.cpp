@@ -47,7 +47,6 @@ Batch without_padding(const Batch& b) {
   const int64_t B = b.batch_size, T = b.seq_len;
   Batch f;
   f.batch_size = 1;
-  f.target_tokens = b.target_tokens;
   std::map<std::pair<int64_t, int32_t>, int32_t> ids;
   for (int64_t r = 0; r < B; ++r) {
     bool first = true;
@@ -58,6 +57,7 @@ Batch without_padding(const Batch& b) {
           ids.emplace(std::make_pair(r, b.segment_ids[i]), static_cast<int32_t>(ids.size())).first;
       f.input_ids.push_back(b.input_ids[i]);
       f.labels_mask.push_back(first ? uint8_t{0} : b.labels_mask[i]);
+      f.target_tokens += f.labels_mask.back();
       f.segment_ids.push_back(id->second);
       f.position_ids.push_back(b.position_ids[i]);
       first = false;
@@ -106,14 +106,13 @@ BatchTensors to_tensors(const Batch& batch, const torch::Device& device) {
   t.segment_ids = segments.to(device);
   t.position_ids =
       torch::from_blob(const_cast<int64_t*>(b.position_ids.data()), {B, T}, i64).clone().to(device);
-  int64_t targets = 0, tokens = 0;
+  int64_t targets = 0;
   for (int64_t i = 0; i < B * T; ++i) {
     // Position 0 of a row never has a logit before it: it cannot be a target.
     if (b.labels_mask[i] && i % T != 0) ++targets;
-    if (b.segment_ids[i] >= 0) ++tokens;
   }
   t.target_tokens = targets;
-  t.tokens = tokens;
+  t.tokens = real;  // padding kept in the flat row is not counted
   return t;
 }
 
